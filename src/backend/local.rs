@@ -1,0 +1,242 @@
+//! Repository on a local filesystem.
+//!
+//! `put` writes `.tmp-PID-RANDOM` inside the kind's folder, fsyncs it, renames it into place
+//! and fsyncs the folder: after a crash either the whole file is there or only a temporary
+//! file is, which `list` never shows and [`LocalBackend::remove_stale_temps`] deletes once its
+//! writer is no longer alive.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::{Backend, FileKind};
+use crate::error::{Error, Result};
+
+const TMP_PREFIX: &str = ".tmp-";
+
+/// A repository rooted at a local directory.
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend over `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    /// The repository root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the folder layout: `keys/`, `snapshots/`, `index/`, `packs/00`…`packs/ff`.
+    pub fn create_layout(&self) -> Result<()> {
+        for kind in [FileKind::Key, FileKind::Snapshot, FileKind::Index, FileKind::Pack] {
+            mkdir(&self.root.join(kind.dir()))?;
+        }
+        for i in 0..=255u8 {
+            mkdir(&self.root.join("packs").join(format!("{i:02x}")))?;
+        }
+        sync_dir(&self.root)
+    }
+
+    fn path(&self, kind: FileKind, name: &str) -> PathBuf {
+        self.root.join(kind.rel_path(name))
+    }
+
+    fn dirs_of(&self, kind: FileKind) -> Result<Vec<PathBuf>> {
+        match kind {
+            FileKind::Config => Ok(vec![self.root.clone()]),
+            FileKind::Pack => {
+                let mut out = Vec::new();
+                let base = self.root.join("packs");
+                for e in read_dir(&base)? {
+                    let e = e.map_err(|err| Error::io(&base, err))?;
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        out.push(e.path());
+                    }
+                }
+                out.sort();
+                Ok(out)
+            }
+            k => Ok(vec![self.root.join(k.dir())]),
+        }
+    }
+
+    /// Deletes temporary files left by writers that are no longer running on this host.
+    /// Returns how many were removed.
+    pub fn remove_stale_temps(&self) -> Result<usize> {
+        let mut removed = 0;
+        for kind in [FileKind::Config, FileKind::Key, FileKind::Snapshot, FileKind::Index, FileKind::Pack] {
+            for dir in self.dirs_of(kind)? {
+                for e in read_dir(&dir)?.flatten() {
+                    let name = e.file_name();
+                    let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TMP_PREFIX)) else {
+                        continue;
+                    };
+                    let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
+                    if pid.is_some_and(|p| !process_alive(p)) && fs::remove_file(e.path()).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    use nix::errno::Errno;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(Errno::ESRCH) => false,
+        Err(_) => true,
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<fs::ReadDir> {
+    fs::read_dir(dir).map_err(|e| Error::io(dir, e))
+}
+
+fn mkdir(p: &Path) -> Result<()> {
+    match fs::create_dir(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io(p, e)),
+    }
+}
+
+fn sync_dir(p: &Path) -> Result<()> {
+    File::open(p).and_then(|f| f.sync_all()).map_err(|e| Error::io(p, e))
+}
+
+fn temp_name() -> String {
+    let mut r = [0u8; 8];
+    crate::crypto::random_bytes(&mut r);
+    format!("{TMP_PREFIX}{}-{}", std::process::id(), hex::encode(r))
+}
+
+impl Backend for LocalBackend {
+    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        let path = self.path(kind, name);
+        let dir = path.parent().expect("invariant: repository paths have a parent").to_path_buf();
+        if kind == FileKind::Pack {
+            mkdir(&dir)?;
+        }
+        let tmp = dir.join(temp_name());
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(&tmp, e));
+        }
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(&path, e));
+        }
+        sync_dir(&dir)
+    }
+
+    fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(kind, name);
+        fs::read(&path).map_err(|e| not_found_or_io(kind, name, &path, e))
+    }
+
+    fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let path = self.path(kind, name);
+        let f = File::open(&path).map_err(|e| not_found_or_io(kind, name, &path, e))?;
+        let size = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(Error::corrupt(
+                kind.rel_path(name),
+                format!("range {offset}+{len} is beyond the file's {size} bytes"),
+            ));
+        }
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, offset).map_err(|e| Error::io(&path, e))?;
+        Ok(buf)
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        if kind == FileKind::Config {
+            return Ok(self.stat(kind, "config")?.map(|s| ("config".to_string(), s)).into_iter().collect());
+        }
+        for dir in self.dirs_of(kind)? {
+            for e in read_dir(&dir)? {
+                let e = e.map_err(|err| Error::io(&dir, err))?;
+                let Ok(name) = e.file_name().into_string() else { continue };
+                if name.starts_with('.') {
+                    continue;
+                }
+                match e.metadata() {
+                    Ok(m) if m.is_file() => out.push((name, m.len())),
+                    Ok(_) => {}
+                    Err(err) if err.kind() == ErrorKind::NotFound => {}
+                    Err(err) => return Err(Error::io(e.path(), err)),
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        let path = self.path(kind, name);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().expect("invariant: has parent")),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    fn stat(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
+        let path = self.path(kind, name);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+}
+
+fn not_found_or_io(kind: FileKind, name: &str, path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == ErrorKind::NotFound {
+        Error::Missing(kind.rel_path(name))
+    } else {
+        Error::io(path, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conformance() {
+        let d = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(d.path());
+        b.create_layout().unwrap();
+        super::super::conformance(&b);
+    }
+
+    #[test]
+    fn stale_temps_are_removed_and_never_listed() {
+        let d = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(d.path());
+        b.create_layout().unwrap();
+        // PID 0x7fff_fff0 does not exist; our own PID does.
+        let dead = d.path().join("index/.tmp-2147483632-00");
+        let live = d.path().join(format!("index/.tmp-{}-00", std::process::id()));
+        fs::write(&dead, b"x").unwrap();
+        fs::write(&live, b"x").unwrap();
+        assert!(b.list(FileKind::Index).unwrap().is_empty());
+        assert_eq!(b.remove_stale_temps().unwrap(), 1);
+        assert!(!dead.exists() && live.exists());
+    }
+}

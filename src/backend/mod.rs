@@ -1,0 +1,133 @@
+//! Storage of repository files by (kind, name).
+//!
+//! The contract is the one object stores give: whole-object `put` that is atomic (a reader
+//! sees all of the bytes or none), `get` and `get_range`, `list` with sizes, `delete`. No
+//! renames, appends or in-place edits, so every repository file is immutable once written and
+//! a repeated `put` of the same content-named file is harmless.
+
+mod local;
+mod memory;
+
+pub use local::LocalBackend;
+pub use memory::MemoryBackend;
+
+use crate::error::Result;
+
+/// The kinds of repository file, each in its own folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// The single `config` file.
+    Config,
+    /// `keys/ID`: wrapped master keys.
+    Key,
+    /// `snapshots/ID`.
+    Snapshot,
+    /// `index/ID`.
+    Index,
+    /// `packs/XX/ID`.
+    Pack,
+}
+
+impl FileKind {
+    /// Folder name under the repository root (empty for `config`).
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "",
+            FileKind::Key => "keys",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Index => "index",
+            FileKind::Pack => "packs",
+        }
+    }
+
+    /// The path of a file of this kind relative to the repository root.
+    pub fn rel_path(self, name: &str) -> String {
+        match self {
+            FileKind::Config => "config".to_string(),
+            FileKind::Pack => format!("packs/{}/{}", name.get(..2).unwrap_or("00"), name),
+            k => format!("{}/{}", k.dir(), name),
+        }
+    }
+}
+
+/// Where repository files are kept. Implementations must be safe to call from many threads.
+pub trait Backend: Send + Sync {
+    /// Stores `data` under (kind, name) atomically and durably: when this returns, the file is
+    /// complete and survives a crash; before, no reader sees a partial file.
+    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
+    /// Reads a whole file. A missing file is `Error::Missing`.
+    fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
+    /// Reads `len` bytes at `offset`; a short read is an error.
+    fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Names and sizes of all complete files of a kind (temporary files are never listed).
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
+    /// Removes a file; removing a missing file is not an error.
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+    /// Size of a file, or `None` when it does not exist.
+    fn stat(&self, kind: FileKind, name: &str) -> Result<Option<u64>>;
+}
+
+/// A decorator that reads through to `inner` and discards every write: `snapshot --dry-run`.
+pub struct DryRunBackend<B>(pub B);
+
+impl<B: Backend> Backend for DryRunBackend<B> {
+    fn put(&self, _: FileKind, _: &str, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
+    fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        self.0.get(kind, name)
+    }
+    fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.0.get_range(kind, name, offset, len)
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        self.0.list(kind)
+    }
+    fn delete(&self, _: FileKind, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn stat(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
+        self.0.stat(kind, name)
+    }
+}
+
+impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
+    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        (**self).put(kind, name, data)
+    }
+    fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        (**self).get(kind, name)
+    }
+    fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        (**self).get_range(kind, name, offset, len)
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        (**self).list(kind)
+    }
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        (**self).delete(kind, name)
+    }
+    fn stat(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
+        (**self).stat(kind, name)
+    }
+}
+
+/// A conformance suite every backend must pass.
+#[cfg(test)]
+pub(crate) fn conformance(b: &dyn Backend) {
+    let name = "ab".repeat(32);
+    assert_eq!(b.stat(FileKind::Pack, &name).unwrap(), None);
+    assert!(matches!(b.get(FileKind::Pack, &name), Err(crate::Error::Missing(_))));
+    b.put(FileKind::Pack, &name, b"0123456789").unwrap();
+    b.put(FileKind::Pack, &name, b"0123456789").unwrap();
+    assert_eq!(b.get(FileKind::Pack, &name).unwrap(), b"0123456789");
+    assert_eq!(b.get_range(FileKind::Pack, &name, 2, 3).unwrap(), b"234");
+    assert!(b.get_range(FileKind::Pack, &name, 8, 5).is_err());
+    assert_eq!(b.list(FileKind::Pack).unwrap(), vec![(name.clone(), 10)]);
+    assert_eq!(b.stat(FileKind::Pack, &name).unwrap(), Some(10));
+    b.put(FileKind::Config, "config", b"{}").unwrap();
+    assert_eq!(b.get(FileKind::Config, "config").unwrap(), b"{}");
+    b.delete(FileKind::Pack, &name).unwrap();
+    b.delete(FileKind::Pack, &name).unwrap();
+    assert!(b.list(FileKind::Pack).unwrap().is_empty());
+}

@@ -1,0 +1,210 @@
+//! The local cache: a SQLite mirror of the repository's index files.
+//!
+//! It exists so that dedup lookups and restores never need the whole index in memory. It is
+//! disposable — deleting it changes no result, only speed — and it mirrors `index/` exactly:
+//! a blob enters the cache only together with the index file that names it, so the cache
+//! never claims a blob that a crash left unindexed.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, PackId};
+use crate::repo::blob::BlobType;
+use crate::repo::index::IndexFile;
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// The pack holding it.
+    pub pack: PackId,
+    /// Blob type (the pack's).
+    pub blob_type: BlobType,
+    /// Offset in the pack.
+    pub offset: u32,
+    /// Sealed length.
+    pub length: u32,
+    /// Plaintext length.
+    pub raw_len: u32,
+}
+
+/// An open cache database.
+pub struct Cache {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS index_files (id BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY, blob_type INTEGER NOT NULL, size INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL, offset INTEGER NOT NULL,
+                                  length INTEGER NOT NULL, raw_len INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+impl Cache {
+    /// Opens (creating if needed) the cache database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let wrap = |source| Error::Cache { path: path.to_path_buf(), source };
+        let conn = Connection::open(path).map_err(wrap)?;
+        conn.busy_timeout(std::time::Duration::from_secs(60)).map_err(wrap)?;
+        conn.execute_batch(SCHEMA).map_err(wrap)?;
+        Ok(Cache { conn, path: path.to_path_buf() })
+    }
+
+    /// An in-memory cache (for `check`, which must not trust the on-disk one, and tests).
+    pub fn in_memory() -> Result<Self> {
+        let path = PathBuf::from(":memory:");
+        let wrap = |source| Error::Cache { path: path.clone(), source };
+        let conn = Connection::open_in_memory().map_err(wrap)?;
+        conn.execute_batch(SCHEMA).map_err(wrap)?;
+        Ok(Cache { conn, path })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> Error {
+        Error::Cache { path: self.path.clone(), source }
+    }
+
+    /// Ids of the index files already mirrored.
+    pub fn known_index_files(&self) -> Result<Vec<IndexId>> {
+        let mut st = self.conn.prepare("SELECT id FROM index_files").map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?
+            .filter_map(|r| r.ok().and_then(|b| IndexId::from_slice(&b)))
+            .collect();
+        Ok(rows)
+    }
+
+    /// Records one index file and all its entries in a single transaction.
+    pub fn add_index_file(&mut self, id: &IndexId, f: &IndexFile) -> Result<()> {
+        let path = self.path.clone();
+        let wrap = |source| Error::Cache { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        {
+            let mut pk = tx
+                .prepare_cached("INSERT OR REPLACE INTO packs (id, blob_type, size) VALUES (?1, ?2, ?3)")
+                .map_err(wrap)?;
+            let mut bl = tx
+                .prepare_cached("INSERT OR IGNORE INTO blobs (id, pack, offset, length, raw_len) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .map_err(wrap)?;
+            for p in &f.packs {
+                pk.execute(params![&p.id.0[..], p.blob_type as u8, p.size as i64]).map_err(wrap)?;
+                for b in &p.blobs {
+                    bl.execute(params![&b.id.0[..], &p.id.0[..], b.offset, b.length, b.raw_len]).map_err(wrap)?;
+                }
+            }
+            tx.execute("INSERT OR IGNORE INTO index_files (id) VALUES (?1)", params![&id.0[..]]).map_err(wrap)?;
+        }
+        tx.commit().map_err(wrap)
+    }
+
+    /// Forgets everything (used when index files disappeared from the repository).
+    pub fn clear(&self) -> Result<()> {
+        self.conn
+            .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;")
+            .map_err(|e| self.err(e))
+    }
+
+    /// Where a blob is, if indexed.
+    pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT b.pack, p.blob_type, b.offset, b.length, b.raw_len FROM blobs b JOIN packs p ON p.id = b.pack WHERE b.id = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        st.query_row(params![&id.0[..]], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u8>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()
+        .map_err(|e| self.err(e))
+        .map(|o| {
+            o.and_then(|(pack, t, offset, length, raw_len)| {
+                Some(BlobLocation {
+                    pack: PackId::from_slice(&pack)?,
+                    blob_type: BlobType::from_u8(t)?,
+                    offset,
+                    length,
+                    raw_len,
+                })
+            })
+        })
+    }
+
+    /// True when the blob is indexed.
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        let mut st = self.conn.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1").map_err(|e| self.err(e))?;
+        st.exists(params![&id.0[..]]).map_err(|e| self.err(e))
+    }
+
+    /// Every indexed pack with its type and expected size, in id order.
+    pub fn packs(&self) -> Result<Vec<(PackId, BlobType, u64)>> {
+        let mut st = self.conn.prepare("SELECT id, blob_type, size FROM packs ORDER BY id").map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u8>(1)?, r.get::<_, i64>(2)?)))
+            .map_err(|e| self.err(e))?
+            .filter_map(|r| r.ok())
+            .filter_map(|(id, t, s)| Some((PackId::from_slice(&id)?, BlobType::from_u8(t)?, s as u64)))
+            .collect();
+        Ok(rows)
+    }
+
+    /// True when the pack is named by some mirrored index file.
+    pub fn has_pack(&self, id: &PackId) -> Result<bool> {
+        let mut st = self.conn.prepare_cached("SELECT 1 FROM packs WHERE id = ?1").map_err(|e| self.err(e))?;
+        st.exists(params![&id.0[..]]).map_err(|e| self.err(e))
+    }
+
+    /// (blob count, sum of raw lengths, sum of sealed lengths) per blob type.
+    pub fn totals(&self) -> Result<Vec<(BlobType, u64, u64, u64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT p.blob_type, COUNT(*), SUM(b.raw_len), SUM(b.length) FROM blobs b JOIN packs p ON p.id = b.pack GROUP BY p.blob_type")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, u8>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)))
+            .map_err(|e| self.err(e))?
+            .filter_map(|r| r.ok())
+            .filter_map(|(t, n, raw, len)| Some((BlobType::from_u8(t)?, n as u64, raw as u64, len as u64)))
+            .collect();
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::index::IndexPack;
+    use crate::repo::pack::PackEntry;
+
+    #[test]
+    fn mirror_and_lookup() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Cache::open(&d.path().join("x/cache.sqlite")).unwrap();
+        let f = IndexFile {
+            packs: vec![IndexPack {
+                id: PackId([1; 32]),
+                size: 500,
+                blob_type: BlobType::Tree,
+                blobs: vec![PackEntry { id: BlobId([2; 32]), offset: 10, length: 50, raw_len: 20 }],
+            }],
+        };
+        c.add_index_file(&IndexId([9; 32]), &f).unwrap();
+        let loc = c.lookup(&BlobId([2; 32])).unwrap().unwrap();
+        assert_eq!(loc.pack, PackId([1; 32]));
+        assert_eq!(loc.blob_type, BlobType::Tree);
+        assert_eq!((loc.offset, loc.length, loc.raw_len), (10, 50, 20));
+        assert!(c.contains(&BlobId([2; 32])).unwrap());
+        assert!(!c.contains(&BlobId([3; 32])).unwrap());
+        assert_eq!(c.known_index_files().unwrap(), vec![IndexId([9; 32])]);
+        assert!(c.has_pack(&PackId([1; 32])).unwrap());
+        c.clear().unwrap();
+        assert!(c.lookup(&BlobId([2; 32])).unwrap().is_none());
+    }
+}

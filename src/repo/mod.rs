@@ -1,0 +1,425 @@
+//! The repository: the only module that knows the on-disk format.
+//!
+//! Write order is what makes a crash harmless: packs are stored first, then the index files
+//! that name them, then the snapshot that references their blobs. Nothing ever references
+//! data that is not durable, and data left unreferenced by a crash is adopted or ignored.
+
+pub mod blob;
+pub mod cache;
+pub mod config;
+pub mod index;
+pub mod pack;
+pub mod saver;
+pub mod snapshot;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use zeroize::Zeroizing;
+
+use crate::backend::{Backend, FileKind, LocalBackend};
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::crypto::MasterKey;
+use crate::crypto::keyfile::{KdfParams, KeyFile, KeyFileError};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId, file_hash};
+use crate::tree::Tree;
+use blob::BlobType;
+use cache::{BlobLocation, Cache};
+use config::{Compression, Config, FORMAT_VERSION};
+use index::{IndexFile, IndexPack};
+use snapshot::Snapshot;
+
+const INDEX_AAD: &[u8] = b"cairn index v1";
+const SNAPSHOT_AAD: &[u8] = b"cairn snapshot v1";
+/// Upper bound on a decoded snapshot or index file (hostile input guard).
+const MAX_FILE_PLAINTEXT: usize = 1 << 30;
+
+/// Parameters of `init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Chunk size bounds.
+    pub chunker: ChunkerParams,
+    /// Default compression.
+    pub compression: Compression,
+    /// Argon2id cost of the first key.
+    pub kdf: KdfParams,
+    /// Pack target size (bytes).
+    pub pack_size: u32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            compression: Compression::Auto,
+            kdf: KdfParams::default(),
+            pack_size: 16 << 20,
+        }
+    }
+}
+
+/// A key file as listed by `key list`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyInfo {
+    /// Key file name.
+    pub id: KeyId,
+    /// True for the key that opened this session.
+    pub current: bool,
+    /// Creation time as recorded.
+    pub created: String,
+    /// Host that added it.
+    pub host: String,
+    /// User that added it.
+    pub user: String,
+}
+
+/// An open, unlocked repository.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    root: PathBuf,
+    config: Config,
+    key: MasterKey,
+    key_id: KeyId,
+    cache: Mutex<Cache>,
+    chunker: Chunker,
+}
+
+/// The user and host names recorded in keys and snapshots.
+pub fn whoami() -> (String, String) {
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into());
+    (host, user)
+}
+
+fn random_key_id() -> KeyId {
+    let mut b = [0u8; 32];
+    crate::crypto::random_bytes(&mut b);
+    KeyId(b)
+}
+
+/// Checks that `root` can hold a repository or is one; the error names the problem.
+fn check_root(root: &Path) -> Result<bool> {
+    match std::fs::metadata(root) {
+        Ok(m) if !m.is_dir() => Err(Error::Invalid(format!("{} is a file, not a repository directory", root.display()))),
+        Ok(_) => Ok(root.join("config").exists()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(root, e)),
+    }
+}
+
+impl Repository {
+    /// Creates a new repository at `root` (which must not exist or be an empty directory).
+    pub fn init(root: &Path, password: &[u8], opts: &InitOptions, cache_dir: &Path) -> Result<Self> {
+        opts.chunker.validate().map_err(Error::Invalid)?;
+        if check_root(root)? {
+            return Err(Error::AlreadyExists(root.to_path_buf()));
+        }
+        if let Ok(mut rd) = std::fs::read_dir(root)
+            && rd.next().is_some()
+        {
+            return Err(Error::AlreadyExists(root.to_path_buf()));
+        }
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        let local = LocalBackend::new(root);
+        local.create_layout()?;
+        let key = MasterKey::generate();
+        let (host, user) = whoami();
+        let kf = KeyFile::wrap(&key, password, opts.kdf, &host, &user).map_err(|e| Error::Invalid(e.to_string()))?;
+        let key_id = random_key_id();
+        local.put(FileKind::Key, &key_id.to_hex(), &kf.encode())?;
+        let mut config = Config::new(opts.chunker, opts.compression);
+        config.pack_size = opts.pack_size;
+        // `config` last: its presence is what makes the directory a repository.
+        local.put(FileKind::Config, "config", &config.encode())?;
+        Self::assemble(Arc::new(local), root, config, key, key_id, cache_dir)
+    }
+
+    /// Opens the repository at `root`. `password` is asked for only once the repository is
+    /// known to exist and to be of a supported version.
+    pub fn open(
+        root: &Path,
+        password: impl FnOnce() -> anyhow::Result<Zeroizing<Vec<u8>>>,
+        cache_dir: &Path,
+    ) -> Result<Self> {
+        if !check_root(root)? {
+            return Err(Error::NoRepository(root.to_path_buf()));
+        }
+        let local = LocalBackend::new(root);
+        let bytes = local.get(FileKind::Config, "config")?;
+        match Config::peek_version(&bytes) {
+            Some(FORMAT_VERSION) => {}
+            Some(v) => return Err(Error::UnsupportedVersion { path: root.to_path_buf(), found: v, supported: FORMAT_VERSION }),
+            None => {}
+        }
+        let config = Config::decode(&bytes).map_err(|why| Error::corrupt(format!("{}/config", root.display()), why))?;
+        let password = password().map_err(|e| Error::Invalid(format!("{e:#}")))?;
+        let (key, key_id) = Self::unlock(&local, root, &password)?;
+        let _ = local.remove_stale_temps();
+        Self::assemble(Arc::new(local), root, config, key, key_id, cache_dir)
+    }
+
+    fn unlock(b: &dyn Backend, root: &Path, password: &[u8]) -> Result<(MasterKey, KeyId)> {
+        let keys = b.list(FileKind::Key)?;
+        let mut malformed = None;
+        let mut wrong = false;
+        for (name, _) in keys {
+            let Ok(id) = name.parse::<KeyId>() else { continue };
+            let bytes = b.get(FileKind::Key, &name)?;
+            match KeyFile::decode(&bytes).and_then(|k| k.unwrap_key(password)) {
+                Ok(k) => return Ok((k, id)),
+                Err(KeyFileError::WrongPassword) => wrong = true,
+                Err(e) => malformed = Some(Error::corrupt(format!("key file {}", root.join(FileKind::Key.rel_path(&name)).display()), e.to_string())),
+            }
+        }
+        match (wrong, malformed) {
+            (false, Some(e)) => Err(e),
+            (false, None) => Err(Error::Missing(format!("every key file (keys/ in {} is empty)", root.display()))),
+            (true, _) => Err(Error::WrongPassword(root.to_path_buf())),
+        }
+    }
+
+    fn assemble(backend: Arc<dyn Backend>, root: &Path, config: Config, key: MasterKey, key_id: KeyId, cache_dir: &Path) -> Result<Self> {
+        let cache = Cache::open(&cache_dir.join(&config.id).join("index.sqlite"))?;
+        let (g, gl) = key.gear_tables();
+        let chunker = Chunker::new(config.chunker, g, gl);
+        let repo = Repository { backend, root: root.to_path_buf(), config, key, key_id, cache: Mutex::new(cache), chunker };
+        repo.sync_index()?;
+        Ok(repo)
+    }
+
+    /// Replaces the backend (e.g. with a dry-run decorator).
+    pub fn with_backend(mut self, f: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>) -> Self {
+        self.backend = f(self.backend);
+        self
+    }
+
+    /// The repository location, for messages.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The decoded `config`.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The master key.
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+    /// The keyed chunker.
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+    /// The storage backend.
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+    /// The local cache (one connection, shared behind a lock).
+    pub fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mirrors new index files into the cache; rebuilds it if index files disappeared.
+    pub fn sync_index(&self) -> Result<()> {
+        let listed: Vec<IndexId> = self.backend.list(FileKind::Index)?.iter().filter_map(|(n, _)| n.parse().ok()).collect();
+        let mut cache = self.cache();
+        let known: std::collections::HashSet<IndexId> = cache.known_index_files()?.into_iter().collect();
+        let listed_set: std::collections::HashSet<IndexId> = listed.iter().copied().collect();
+        let stale = known.iter().any(|k| !listed_set.contains(k));
+        if stale {
+            cache.clear()?;
+        }
+        for id in listed {
+            if stale || !known.contains(&id) {
+                let f = self.load_index(&id)?;
+                cache.add_index_file(&id, &f)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads, verifies (name hash and seal) and decodes one index file.
+    pub fn load_index(&self, id: &IndexId) -> Result<IndexFile> {
+        let what = || format!("index/{id}");
+        let bytes = self.backend.get(FileKind::Index, &id.to_hex())?;
+        if file_hash(&bytes) != id.0 {
+            return Err(Error::corrupt(what(), "content does not match its name (bit rot or tampering)"));
+        }
+        let plain = blob::open_file(&self.key, INDEX_AAD, &bytes, MAX_FILE_PLAINTEXT).map_err(|e| Error::corrupt(what(), e))?;
+        IndexFile::decode(&plain).map_err(|e| Error::corrupt(what(), e))
+    }
+
+    /// Stores an index file (after its packs are durable) and mirrors it into the cache.
+    pub fn save_index(&self, f: &IndexFile) -> Result<IndexId> {
+        let bytes = blob::seal_file(&self.key, INDEX_AAD, &f.encode(), Compression::Off);
+        let id = IndexId(file_hash(&bytes));
+        self.backend.put(FileKind::Index, &id.to_hex(), &bytes)?;
+        self.cache().add_index_file(&id, f)?;
+        Ok(id)
+    }
+
+    /// Indexes packs that exist but no index file names — left by a run that was killed
+    /// between storing packs and writing their index — by reading their headers. Returns the
+    /// number of packs adopted. Packs whose header cannot be read are left alone (`check`
+    /// reports them).
+    pub fn adopt_unindexed_packs(&self) -> Result<usize> {
+        let mut adopted = IndexFile::default();
+        for (name, size) in self.backend.list(FileKind::Pack)? {
+            let Ok(id) = name.parse::<PackId>() else { continue };
+            if self.cache().has_pack(&id)? {
+                continue;
+            }
+            if let Ok(h) = self.read_pack_header(&id, size) {
+                adopted.packs.push(IndexPack { id, size, blob_type: h.blob_type, blobs: h.entries });
+            }
+        }
+        let n = adopted.packs.len();
+        if n > 0 {
+            self.save_index(&adopted)?;
+        }
+        Ok(n)
+    }
+
+    /// Reads and authenticates a pack's header with two range reads.
+    pub fn read_pack_header(&self, id: &PackId, size: u64) -> Result<pack::PackHeader> {
+        let what = || format!("pack {id}");
+        if size < 4 {
+            return Err(Error::corrupt(what(), "shorter than its trailer"));
+        }
+        let trailer = self.backend.get_range(FileKind::Pack, &id.to_hex(), size - 4, 4)?;
+        let hlen = pack::header_len_from_trailer(&trailer.try_into().expect("invariant: 4 bytes"));
+        if hlen + 4 > size {
+            return Err(Error::corrupt(what(), format!("header length {hlen} exceeds the pack")));
+        }
+        let tail = self.backend.get_range(FileKind::Pack, &id.to_hex(), size - 4 - hlen, hlen + 4)?;
+        pack::read_header(&self.key, &tail, size).map_err(|e| Error::corrupt(what(), e))
+    }
+
+    /// Where a blob is stored, if indexed.
+    pub fn locate(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        self.cache().lookup(id)
+    }
+
+    /// Loads, authenticates and verifies one blob.
+    pub fn load_blob(&self, id: &BlobId) -> Result<(BlobType, Vec<u8>)> {
+        let loc = self.locate(id)?.ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+        let sealed = self.backend.get_range(FileKind::Pack, &loc.pack.to_hex(), loc.offset.into(), loc.length.into())?;
+        let data = blob::open_blob(&self.key, loc.blob_type, id, &sealed, loc.raw_len as usize)
+            .map_err(|e| Error::corrupt(format!("blob {id} in pack {}", loc.pack), e))?;
+        Ok((loc.blob_type, data))
+    }
+
+    /// Loads and decodes a tree blob.
+    pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        let (t, data) = self.load_blob(id)?;
+        if t != BlobType::Tree {
+            return Err(Error::corrupt(format!("tree {id}"), "is indexed as a data blob"));
+        }
+        Tree::decode(&data).map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
+    }
+
+    /// Stores a snapshot file. Call only after every blob it references is indexed.
+    pub fn save_snapshot(&self, s: &Snapshot) -> Result<SnapshotId> {
+        let bytes = blob::seal_file(&self.key, SNAPSHOT_AAD, &s.encode(), Compression::Auto);
+        let id = SnapshotId(file_hash(&bytes));
+        self.backend.put(FileKind::Snapshot, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    /// Reads and verifies one snapshot file.
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let what = || format!("snapshot {id}");
+        let bytes = self.backend.get(FileKind::Snapshot, &id.to_hex())?;
+        if file_hash(&bytes) != id.0 {
+            return Err(Error::corrupt(what(), "content does not match its name (bit rot or tampering)"));
+        }
+        let plain = blob::open_file(&self.key, SNAPSHOT_AAD, &bytes, MAX_FILE_PLAINTEXT).map_err(|e| Error::corrupt(what(), e))?;
+        Snapshot::decode(&plain).map_err(|e| Error::corrupt(what(), e))
+    }
+
+    /// Ids of all snapshot files.
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self.backend.list(FileKind::Snapshot)?.iter().filter_map(|(n, _)| n.parse().ok()).collect())
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let mut v = Vec::new();
+        for id in self.snapshot_ids()? {
+            v.push((id, self.load_snapshot(&id)?));
+        }
+        v.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(v)
+    }
+
+    /// Resolves `latest` or a unique hex prefix of a snapshot id.
+    pub fn resolve_snapshot(&self, r: &str) -> Result<(SnapshotId, Snapshot)> {
+        if r == "latest" {
+            return self
+                .snapshots()?
+                .pop()
+                .ok_or_else(|| Error::SnapshotRef(format!("no snapshots in {}", self.root.display())));
+        }
+        let r = r.to_ascii_lowercase();
+        if r.is_empty() || !r.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::SnapshotRef(format!("{r:?} is neither `latest` nor a snapshot id prefix")));
+        }
+        let m: Vec<SnapshotId> = self.snapshot_ids()?.into_iter().filter(|id| id.to_hex().starts_with(&r)).collect();
+        match m.as_slice() {
+            [id] => Ok((*id, self.load_snapshot(id)?)),
+            [] => Err(Error::SnapshotRef(format!("no snapshot matches {r:?} (see `cairn snapshots`)"))),
+            _ => Err(Error::SnapshotRef(format!("{r:?} matches {} snapshots; give more digits", m.len()))),
+        }
+    }
+
+    /// Lists key files.
+    pub fn keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for (name, _) in self.backend.list(FileKind::Key)? {
+            let Ok(id) = name.parse::<KeyId>() else { continue };
+            let kf = KeyFile::decode(&self.backend.get(FileKind::Key, &name)?)
+                .map_err(|e| Error::corrupt(format!("keys/{name}"), e.to_string()))?;
+            out.push(KeyInfo { id, current: id == self.key_id, created: kf.created, host: kf.host, user: kf.user });
+        }
+        Ok(out)
+    }
+
+    /// Wraps the master key under another password; returns the new key's id.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
+        let (host, user) = whoami();
+        let kf = KeyFile::wrap(&self.key, password, kdf, &host, &user).map_err(|e| Error::Invalid(e.to_string()))?;
+        let id = random_key_id();
+        self.backend.put(FileKind::Key, &id.to_hex(), &kf.encode())?;
+        Ok(id)
+    }
+
+    /// Removes a key file; refuses to remove the key in use (use `passwd` for that).
+    pub fn remove_key(&self, prefix: &str) -> Result<KeyId> {
+        let keys = self.keys()?;
+        let m: Vec<&KeyInfo> = keys.iter().filter(|k| k.id.to_hex().starts_with(&prefix.to_ascii_lowercase())).collect();
+        let k = match m.as_slice() {
+            [k] => *k,
+            [] => return Err(Error::Invalid(format!("no key matches {prefix:?} (see `cairn key list`)"))),
+            _ => return Err(Error::Invalid(format!("{prefix:?} matches several keys; give more digits"))),
+        };
+        if k.current {
+            return Err(Error::Invalid("refusing to remove the key in use; use `cairn key passwd` to change its password".into()));
+        }
+        self.backend.delete(FileKind::Key, &k.id.to_hex())?;
+        Ok(k.id)
+    }
+
+    /// Replaces the current key by one under a new password (the new key is durable before the
+    /// old one is removed).
+    pub fn change_password(&mut self, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
+        let new = self.add_key(password, kdf)?;
+        self.backend.delete(FileKind::Key, &self.key_id.to_hex())?;
+        self.key_id = new;
+        Ok(new)
+    }
+}
