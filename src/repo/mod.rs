@@ -83,6 +83,7 @@ pub struct Repository {
     key_id: KeyId,
     cache: Mutex<Cache>,
     chunker: Chunker,
+    dry_run: bool,
 }
 
 /// The user and host names recorded in keys and snapshots.
@@ -188,15 +189,33 @@ impl Repository {
         let cache = Cache::open(&cache_dir.join(&config.id).join("index.sqlite"))?;
         let (g, gl) = key.gear_tables();
         let chunker = Chunker::new(config.chunker, g, gl);
-        let repo = Repository { backend, root: root.to_path_buf(), config, key, key_id, cache: Mutex::new(cache), chunker };
+        let repo = Repository { backend, root: root.to_path_buf(), config, key, key_id, cache: Mutex::new(cache), chunker, dry_run: false };
         repo.sync_index()?;
         Ok(repo)
     }
 
-    /// Replaces the backend (e.g. with a dry-run decorator).
+    /// Replaces the backend (e.g. with a fault-injecting decorator in tests).
     pub fn with_backend(mut self, f: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>) -> Self {
         self.backend = f(self.backend);
         self
+    }
+
+    /// Turns every later write into a no-op (reads still see the repository): `--dry-run`.
+    pub fn into_dry_run(mut self) -> Self {
+        self.backend = Arc::new(crate::backend::DryRunBackend(self.backend));
+        self.dry_run = true;
+        self
+    }
+
+    /// True when writes are discarded.
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Forgets the cache and rebuilds it from every index file, verifying each.
+    pub fn rebuild_cache(&self) -> Result<()> {
+        self.cache().clear()?;
+        self.sync_index()
     }
 
     /// The repository location, for messages.
@@ -259,7 +278,9 @@ impl Repository {
         let bytes = blob::seal_file(&self.key, INDEX_AAD, &f.encode(), Compression::Off);
         let id = IndexId(file_hash(&bytes));
         self.backend.put(FileKind::Index, &id.to_hex(), &bytes)?;
-        self.cache().add_index_file(&id, f)?;
+        if !self.dry_run {
+            self.cache().add_index_file(&id, f)?;
+        }
         Ok(id)
     }
 

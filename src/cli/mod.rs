@@ -1,0 +1,216 @@
+//! Command-line interface: clap arguments → library options → one library call → text or JSON.
+
+mod check;
+mod inspect;
+mod key;
+mod restore;
+mod snapshot;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use cairn::repo::Repository;
+
+/// Exit code of a snapshot that was written but skipped unreadable files.
+pub const EXIT_PARTIAL: i32 = 3;
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "Content-addressed, deduplicating, encrypted backups",
+    after_help = "Exit codes: 0 ok, 1 error, 3 snapshot written but some files could not be read, \
+                  10 no repository, 12 wrong password.")]
+struct Cli {
+    /// Repository path [default: ~/.local/share/cairn/repo]
+    #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
+    repo: Option<PathBuf>,
+    /// Read the password from this file (first line). Also: env CAIRN_PASSWORD,
+    /// CAIRN_PASSWORD_COMMAND, or a prompt on a terminal.
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Local cache directory [default: ~/.cache/cairn]
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository.
+    Init(key::InitArgs),
+    /// Store a snapshot of files, directories, stdin or a command's output.
+    #[command(alias = "backup")]
+    Snapshot(snapshot::SnapshotArgs),
+    /// List snapshots.
+    Snapshots(inspect::SnapshotsArgs),
+    /// List files in a snapshot.
+    Ls(inspect::LsArgs),
+    /// Restore a snapshot into a directory.
+    Restore(restore::RestoreArgs),
+    /// Write one file of a snapshot to stdout.
+    Dump(restore::DumpArgs),
+    /// Verify the repository's integrity.
+    Check(check::CheckArgs),
+    /// Show what changed between two snapshots.
+    Diff(inspect::DiffArgs),
+    /// Show sizes, counts and the dedup ratio.
+    Stats(inspect::StatsArgs),
+    /// Print a repository object as JSON (for debugging).
+    Cat(inspect::CatArgs),
+    /// Manage the repository's keys (passwords).
+    Key(key::KeyArgs),
+}
+
+/// Global settings every command sees.
+pub struct Globals {
+    repo: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    pub json: bool,
+    pub quiet: bool,
+    cache_dir: Option<PathBuf>,
+}
+
+fn home_dir(sub_env: &str, fallback: &str) -> PathBuf {
+    if let Some(d) = std::env::var_os(sub_env).filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("cairn");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+    home.join(fallback).join("cairn")
+}
+
+impl Globals {
+    /// The repository path and whether it is the default one.
+    pub fn repo_path(&self) -> (PathBuf, bool) {
+        match &self.repo {
+            Some(r) => (r.clone(), false),
+            None => (home_dir("XDG_DATA_HOME", ".local/share").join("repo"), true),
+        }
+    }
+
+    /// The cache directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| home_dir("XDG_CACHE_HOME", ".cache"))
+    }
+
+    /// The repository password from the first source that is set.
+    pub fn password(&self) -> Result<Zeroizing<Vec<u8>>> {
+        if let Some(f) = &self.password_file {
+            let s = std::fs::read(f).with_context(|| format!("cannot read password file {}", f.display()))?;
+            return Ok(Zeroizing::new(first_line(&s)));
+        }
+        if let Some(p) = std::env::var_os("CAIRN_PASSWORD") {
+            use std::os::unix::ffi::OsStrExt;
+            return Ok(Zeroizing::new(p.as_bytes().to_vec()));
+        }
+        if let Some(cmd) = std::env::var_os("CAIRN_PASSWORD_COMMAND") {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .context("cannot run CAIRN_PASSWORD_COMMAND")?;
+            if !out.status.success() {
+                bail!("CAIRN_PASSWORD_COMMAND failed ({})", out.status);
+            }
+            return Ok(Zeroizing::new(first_line(&out.stdout)));
+        }
+        if std::io::stdin().is_terminal() {
+            let p = rpassword::prompt_password("repository password: ").context("cannot read the password")?;
+            return Ok(Zeroizing::new(p.into_bytes()));
+        }
+        bail!("no password given: use --password-file, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD or CAIRN_PASSWORD_COMMAND (no terminal to prompt on)")
+    }
+
+    /// Opens the repository.
+    pub fn open(&self) -> Result<Repository> {
+        let (path, _) = self.repo_path();
+        Ok(Repository::open(&path, || self.password(), &self.cache_dir())?)
+    }
+
+    /// Prints a value as JSON on stdout.
+    pub fn print_json(&self, v: &impl serde::Serialize) -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, v)?;
+        writeln!(out)?;
+        Ok(())
+    }
+
+    /// Prints a line unless quiet or JSON output is on.
+    pub fn say(&self, line: impl std::fmt::Display) {
+        if !self.quiet && !self.json {
+            println!("{line}");
+        }
+    }
+}
+
+fn first_line(b: &[u8]) -> Vec<u8> {
+    let end = b.iter().position(|c| *c == b'\n').unwrap_or(b.len());
+    let line = &b[..end];
+    line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+}
+
+/// Reads a size like `512K`, `1M`, `1MiB` or `4096`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 512K, 1M)"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{s:?} has an unknown unit (use K, M or G)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Human-readable byte count.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.2} {}", UNITS[u]) }
+}
+
+/// Parses the command line and runs the command; returns the exit code.
+pub fn run() -> Result<i32> {
+    let cli = Cli::parse();
+    let g = Globals { repo: cli.repo, password_file: cli.password_file, json: cli.json, quiet: cli.quiet, cache_dir: cli.cache_dir };
+    match cli.command {
+        Command::Init(a) => key::init(&g, a),
+        Command::Snapshot(a) => snapshot::run(&g, a),
+        Command::Snapshots(a) => inspect::snapshots(&g, a),
+        Command::Ls(a) => inspect::ls(&g, a),
+        Command::Restore(a) => restore::run(&g, a),
+        Command::Dump(a) => restore::dump(&g, a),
+        Command::Check(a) => check::run(&g, a),
+        Command::Diff(a) => inspect::diff(&g, a),
+        Command::Stats(a) => inspect::stats(&g, a),
+        Command::Cat(a) => inspect::cat(&g, a),
+        Command::Key(a) => key::run(&g, a),
+    }
+}
+
+/// The message for an error: the library's own one-line message, with context in front.
+pub fn describe(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+}
+
+/// The exit code for an error.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    e.chain().find_map(|c| c.downcast_ref::<cairn::Error>()).map(|e| e.exit_code()).unwrap_or(1)
+}

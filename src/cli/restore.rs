@@ -1,0 +1,87 @@
+//! `restore` and `dump`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use cairn::ops::browse;
+use cairn::ops::restore::{Overwrite, RestoreOptions, restore};
+
+use super::{Globals, human};
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// Snapshot id prefix or `latest`.
+    snap: String,
+    /// Directory to restore into.
+    #[arg(long, short = 't')]
+    target: PathBuf,
+    /// Restore only matching paths (repeatable).
+    #[arg(long = "include")]
+    include: Vec<String>,
+    /// Leave out matching paths (repeatable).
+    #[arg(long = "exclude")]
+    exclude: Vec<String>,
+    /// Re-read restored files and compare them with the snapshot.
+    #[arg(long)]
+    verify: bool,
+    /// Show what would be restored.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// What to do with existing files.
+    #[arg(long, value_enum, default_value_t = Overwrite::Always)]
+    overwrite: Overwrite,
+}
+
+pub fn run(g: &Globals, a: RestoreArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let (id, snap) = repo.resolve_snapshot(&a.snap)?;
+    let opts = RestoreOptions { target: a.target.clone(), include: a.include, exclude: a.exclude, verify: a.verify, dry_run: a.dry_run, overwrite: a.overwrite };
+    let r = restore(&repo, &snap.tree, &opts)?;
+    for w in &r.warnings {
+        if !g.quiet {
+            eprintln!("cairn: warning: {}: {}", w.path, w.error);
+        }
+    }
+    for e in &r.errors {
+        eprintln!("cairn: error: {}: {}", e.path, e.error);
+    }
+    if g.json {
+        g.print_json(&serde_json::json!({ "snapshot_id": id, "target": a.target, "dry_run": a.dry_run, "report": r }))?;
+    } else {
+        let verb = if a.dry_run { "would restore" } else { "restored" };
+        g.say(format!(
+            "{verb} snapshot {} to {}: {} files ({}), {} dirs, {} other entries, {} skipped{}",
+            id.short(),
+            a.target.display(),
+            r.files,
+            human(r.bytes),
+            r.dirs,
+            r.others,
+            r.skipped,
+            if a.verify { format!(", {} verified", r.verified) } else { String::new() }
+        ));
+    }
+    if !r.errors.is_empty() {
+        eprintln!("cairn: {} entries could not be restored", r.errors.len());
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct DumpArgs {
+    /// Snapshot id prefix or `latest`.
+    snap: String,
+    /// Path of the file inside the snapshot.
+    path: PathBuf,
+}
+
+pub fn dump(g: &Globals, a: DumpArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let (_, snap) = repo.resolve_snapshot(&a.snap)?;
+    let mut out = std::io::stdout().lock();
+    browse::dump(&repo, &snap.tree, &a.path, &mut out)?;
+    Ok(0)
+}

@@ -1,0 +1,556 @@
+//! `snapshot`: store a tree of files (or one stream) and write a snapshot record.
+//!
+//! ```text
+//! for each requested path (absolute; intermediate directories recorded with their metadata):
+//!     walk sorted; for each entry: lstat → node
+//!         dir:  recurse with the parent snapshot's subtree → encode tree → save blob
+//!         file: unchanged against the parent node (size, mtime, ctime, inode) and all its
+//!               chunks indexed → reuse content ids unread; else read in windows → chunk →
+//!               keyed hash (parallel) → skip known → compress + seal (parallel) → pack
+//! finish packs → index files → snapshot file (last)
+//! ```
+//! An entry that cannot be read, or that changes while being read, is reported, left out,
+//! and makes the run partial (exit 3); the snapshot is still written.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::Read;
+use std::ops::Range;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SnapshotId};
+use crate::ops::pattern::PathPatterns;
+use crate::repo::Repository;
+use crate::repo::blob::{BlobType, seal_blob};
+use crate::repo::saver::BlobSaver;
+use crate::repo::snapshot::{Snapshot, Summary};
+use crate::source::fs::{Owners, node_from_metadata, to_ns};
+use crate::source::stream::for_each_window;
+use crate::tree::{Node, NodeKind, Tree};
+
+/// What to snapshot.
+pub enum Input<'a> {
+    /// Files and directories.
+    Paths(Vec<PathBuf>),
+    /// One stream stored as a single file named `name`. `finish` runs after the stream ends
+    /// and before the snapshot is written; an error there (e.g. the producing command failed)
+    /// aborts the snapshot.
+    Stream {
+        /// File name inside the snapshot.
+        name: String,
+        /// The data.
+        reader: Box<dyn Read + 'a>,
+        /// Called at end of stream.
+        finish: Box<dyn FnOnce() -> Result<()> + 'a>,
+    },
+}
+
+/// Options of `snapshot`.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotOptions {
+    /// Tags to attach.
+    pub tags: Vec<String>,
+    /// Host name to record (default: this host).
+    pub host: Option<String>,
+    /// Glob patterns to leave out; a pattern with `/` matches the absolute path, one without
+    /// matches the file name.
+    pub excludes: Vec<String>,
+    /// Leave out directories containing a file with one of these names.
+    pub exclude_if_present: Vec<String>,
+    /// Do not descend into other filesystems.
+    pub one_file_system: bool,
+    /// Parent snapshot reference (default: latest with the same host and paths).
+    pub parent: Option<String>,
+    /// Re-read every file, ignoring the parent.
+    pub force: bool,
+    /// Snapshot time (default: now).
+    pub time: Option<DateTime<Utc>>,
+}
+
+/// A source entry that was skipped.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceError {
+    /// The path concerned.
+    pub path: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The result of a snapshot run.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotReport {
+    /// Id of the snapshot written (none on a dry run).
+    pub snapshot_id: Option<SnapshotId>,
+    /// Parent used for change detection.
+    pub parent: Option<SnapshotId>,
+    /// Files not in the parent.
+    pub files_new: u64,
+    /// Files re-read because their metadata changed.
+    pub files_changed: u64,
+    /// Files reused unread.
+    pub files_unmodified: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Content bytes read.
+    pub bytes_read: u64,
+    /// Plaintext bytes of new blobs.
+    pub data_added: u64,
+    /// Stored bytes of new blobs.
+    pub data_added_packed: u64,
+    /// Wall time.
+    pub duration_s: f64,
+    /// Number of skipped entries.
+    pub errors: u64,
+    /// The skipped entries.
+    pub error_details: Vec<SourceError>,
+    /// True when nothing was written.
+    pub dry_run: bool,
+}
+
+enum ReadError {
+    Source(std::io::Error),
+    Repo(Error),
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> Self {
+        ReadError::Source(e)
+    }
+}
+
+struct Excludes {
+    patterns: PathPatterns,
+    if_present: Vec<OsString>,
+}
+
+impl Excludes {
+    fn new(patterns: &[String], if_present: &[String]) -> Result<Self> {
+        Ok(Excludes { patterns: PathPatterns::new(patterns)?, if_present: if_present.iter().map(OsString::from).collect() })
+    }
+
+    fn excluded(&self, path: &Path, name: &OsStr) -> bool {
+        self.patterns.matches(path, name)
+    }
+}
+
+struct Archiver<'r, 'o> {
+    repo: &'r Repository,
+    saver: BlobSaver<'r>,
+    opts: &'o SnapshotOptions,
+    excludes: Excludes,
+    owners: Owners,
+    summary: Summary,
+    errors: Vec<SourceError>,
+    hardlinks: HashMap<(u64, u64), Vec<BlobId>>,
+}
+
+/// Requested paths as a trie of components below `/`.
+#[derive(Default)]
+struct PathTrie {
+    requested: bool,
+    children: BTreeMap<OsString, PathTrie>,
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+    // Resolve `.`/`..` and symlinks in the parent, but keep a final symlink as itself.
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => Ok(std::fs::canonicalize(parent).map_err(|e| Error::io(parent, e))?.join(name)),
+        _ => std::fs::canonicalize(&abs).map_err(|e| Error::io(&abs, e)),
+    }
+}
+
+impl<'r, 'o> Archiver<'r, 'o> {
+    fn report(&mut self, path: &Path, e: impl std::fmt::Display) {
+        self.errors.push(SourceError { path: path.display().to_string(), error: e.to_string() });
+    }
+
+    /// Archives the trie below `dir` (an absolute path), returning its tree id.
+    fn save_trie(&mut self, dir: &Path, trie: &PathTrie, parent: Option<&Tree>) -> Result<BlobId> {
+        let mut tree = Tree::default();
+        for (name, child) in &trie.children {
+            let path = dir.join(name);
+            let pnode = parent.and_then(|t| t.get(name.as_bytes()));
+            let node = if child.requested {
+                self.archive_entry(&path, name, pnode, None)?
+            } else {
+                self.intermediate(&path, name, child, pnode)?
+            };
+            if let Some(n) = node {
+                tree.push(n);
+            }
+        }
+        self.saver.save(BlobType::Tree, &tree.encode())
+    }
+
+    fn intermediate(&mut self, path: &Path, name: &OsStr, trie: &PathTrie, pnode: Option<&Node>) -> Result<Option<Node>> {
+        let m = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.report(path, e);
+                return Ok(None);
+            }
+        };
+        let mut node = match node_from_metadata(name, path, &m, &mut self.owners) {
+            Ok(n) => n,
+            Err(e) => {
+                self.report(path, e);
+                return Ok(None);
+            }
+        };
+        // Only part of this directory is stored, so its times describe entries that are not
+        // in the snapshot; zeroing them keeps an unchanged source's trees identical when a
+        // sibling of the source changes (restore leaves such directories' times alone).
+        node.mtime_ns = 0;
+        node.ctime_ns = 0;
+        let ptree = self.parent_subtree(pnode);
+        node.subtree = Some(self.save_trie(path, trie, ptree.as_ref())?);
+        self.summary.dirs += 1;
+        Ok(Some(node))
+    }
+
+    fn parent_subtree(&self, pnode: Option<&Node>) -> Option<Tree> {
+        let id = pnode.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
+        self.repo.load_tree(&id).ok()
+    }
+
+    fn archive_entry(&mut self, path: &Path, name: &OsStr, pnode: Option<&Node>, parent_dev: Option<u64>) -> Result<Option<Node>> {
+        if self.excludes.excluded(path, name) {
+            return Ok(None);
+        }
+        let m = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.report(path, e);
+                return Ok(None);
+            }
+        };
+        let mut node = match node_from_metadata(name, path, &m, &mut self.owners) {
+            Ok(n) => n,
+            Err(e) => {
+                self.report(path, e);
+                return Ok(None);
+            }
+        };
+        match node.kind {
+            NodeKind::Dir => {
+                let cross = self.opts.one_file_system && parent_dev.is_some_and(|d| d != m.dev());
+                if self.excludes.if_present.iter().any(|f| path.join(f).symlink_metadata().is_ok()) {
+                    return Ok(None);
+                }
+                let subtree = if cross {
+                    self.saver.save(BlobType::Tree, &Tree::default().encode())?
+                } else {
+                    let ptree = self.parent_subtree(pnode);
+                    match self.save_dir(path, m.dev(), ptree.as_ref())? {
+                        Some(id) => id,
+                        None => return Ok(None),
+                    }
+                };
+                node.subtree = Some(subtree);
+                self.summary.dirs += 1;
+            }
+            NodeKind::File => {
+                if !self.save_file(path, &mut node, pnode)? {
+                    return Ok(None);
+                }
+            }
+            _ => {}
+        }
+        Ok(Some(node))
+    }
+
+    /// Archives a directory's entries; `None` when the directory cannot be listed.
+    fn save_dir(&mut self, path: &Path, dev: u64, parent: Option<&Tree>) -> Result<Option<BlobId>> {
+        let entries = match std::fs::read_dir(path).and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect::<std::io::Result<Vec<_>>>()) {
+            Ok(v) => v,
+            Err(e) => {
+                self.report(path, e);
+                return Ok(None);
+            }
+        };
+        let mut names = entries;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut tree = Tree::default();
+        for name in names {
+            let child = path.join(&name);
+            let pnode = parent.and_then(|t| t.get(name.as_bytes()));
+            if let Some(n) = self.archive_entry(&child, &name, pnode, Some(dev))? {
+                tree.push(n);
+            }
+        }
+        Ok(Some(self.saver.save(BlobType::Tree, &tree.encode())?))
+    }
+
+    /// Stores a regular file's content into `node.content`; false when the file was skipped.
+    fn save_file(&mut self, path: &Path, node: &mut Node, pnode: Option<&Node>) -> Result<bool> {
+        self.summary.total_files += 1;
+        self.summary.total_bytes += node.size;
+        if let Some(p) = pnode.filter(|p| !self.opts.force && p.unchanged(node))
+            && self.all_indexed(&p.content)?
+        {
+            node.content = p.content.clone();
+            self.summary.files_unmodified += 1;
+            return Ok(true);
+        }
+        let link_key = (node.device, node.inode);
+        if node.nlink > 1
+            && let Some(c) = self.hardlinks.get(&link_key)
+        {
+            node.content = c.clone();
+        } else {
+            match self.read_file(path, node) {
+                Ok(content) => node.content = content,
+                Err(ReadError::Repo(e)) => return Err(e),
+                Err(ReadError::Source(e)) => {
+                    self.summary.total_files -= 1;
+                    self.summary.total_bytes -= node.size;
+                    self.report(path, e);
+                    return Ok(false);
+                }
+            }
+            if node.nlink > 1 {
+                self.hardlinks.insert(link_key, node.content.clone());
+            }
+        }
+        if pnode.is_some() {
+            self.summary.files_changed += 1;
+        } else {
+            self.summary.files_new += 1;
+        }
+        Ok(true)
+    }
+
+    fn all_indexed(&self, content: &[BlobId]) -> Result<bool> {
+        for id in content {
+            if !self.saver.is_known(id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn read_file(&mut self, path: &Path, node: &Node) -> Result<Vec<BlobId>, ReadError> {
+        let f = File::open(path)?;
+        let mut content = Vec::new();
+        let n = self.store_stream(&f, &mut content)?;
+        let after = f.metadata()?;
+        if n != node.size || after.len() != node.size || to_ns(after.mtime(), after.mtime_nsec()) != node.mtime_ns {
+            return Err(ReadError::Source(std::io::Error::other("file changed while it was read; skipped")));
+        }
+        Ok(content)
+    }
+
+    fn store_stream(&mut self, r: impl Read, content: &mut Vec<BlobId>) -> Result<u64, ReadError> {
+        let chunker = self.repo.chunker();
+        let n = for_each_window(r, chunker, |buf, ranges| self.store_chunks(buf, ranges, content).map_err(ReadError::Repo))?;
+        self.summary.bytes_read += n;
+        Ok(n)
+    }
+
+    fn store_chunks(&mut self, buf: &[u8], ranges: Vec<Range<usize>>, content: &mut Vec<BlobId>) -> Result<()> {
+        let key = self.repo.key();
+        let compression = self.repo.config().compression;
+        let ids: Vec<BlobId> = ranges.par_iter().map(|r| key.blob_id(&buf[r.clone()])).collect();
+        let mut batch = HashSet::new();
+        let mut todo = Vec::new();
+        for (r, id) in ranges.iter().zip(&ids) {
+            if batch.insert(*id) && !self.saver.is_known(id)? {
+                todo.push((r.clone(), *id));
+            }
+        }
+        let sealed: Vec<(BlobId, Vec<u8>, usize)> = todo
+            .par_iter()
+            .map(|(r, id)| (*id, seal_blob(key, BlobType::Data, id, &buf[r.clone()], compression), r.len()))
+            .collect();
+        for (id, s, n) in sealed {
+            self.saver.add_sealed(BlobType::Data, id, &s, n)?;
+        }
+        content.extend(ids);
+        Ok(())
+    }
+}
+
+fn build_trie(paths: &[PathBuf]) -> PathTrie {
+    let mut root = PathTrie::default();
+    for p in paths {
+        let mut t = &mut root;
+        for c in p.components().skip(1) {
+            if t.requested {
+                break;
+            }
+            t = t.children.entry(c.as_os_str().to_owned()).or_default();
+        }
+        if !t.requested {
+            t.requested = true;
+            t.children.clear();
+        }
+    }
+    root
+}
+
+fn find_parent(repo: &Repository, opts: &SnapshotOptions, host: &str, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
+    if let Some(r) = &opts.parent {
+        return repo.resolve_snapshot(r).map(Some);
+    }
+    let mut sorted = paths.to_vec();
+    sorted.sort();
+    Ok(repo.snapshots()?.into_iter().rev().find(|(_, s)| {
+        let mut p = s.paths.clone();
+        p.sort();
+        s.hostname == host && p == sorted
+    }))
+}
+
+/// Takes a snapshot of `input` into `repo`.
+/// On a dry-run repository (`Repository::into_dry_run`) everything is read and counted and
+/// nothing is written.
+pub fn snapshot(repo: &Repository, input: Input<'_>, opts: &SnapshotOptions) -> Result<SnapshotReport> {
+    let started = Instant::now();
+    let dry_run = repo.is_dry_run();
+    let (host, user) = crate::repo::whoami();
+    let host = opts.host.clone().unwrap_or(host);
+    if !dry_run {
+        repo.adopt_unindexed_packs()?;
+    }
+    let mut a = Archiver {
+        repo,
+        saver: BlobSaver::new(repo),
+        opts,
+        excludes: Excludes::new(&opts.excludes, &opts.exclude_if_present)?,
+        owners: Owners::default(),
+        summary: Summary::default(),
+        errors: Vec::new(),
+        hardlinks: HashMap::new(),
+    };
+    let (paths, tree, parent) = match input {
+        Input::Paths(paths) => {
+            let mut abs = Vec::new();
+            for p in &paths {
+                let a = absolute(p)?;
+                if let Err(e) = std::fs::symlink_metadata(&a) {
+                    return Err(Error::Invalid(format!("source path {} cannot be read: {e}", p.display())));
+                }
+                abs.push(a);
+            }
+            if abs.is_empty() {
+                return Err(Error::Invalid("nothing to snapshot: give at least one path".into()));
+            }
+            abs.sort();
+            abs.dedup();
+            let strs: Vec<String> = abs.iter().map(|p| p.display().to_string()).collect();
+            let parent = if opts.force { None } else { find_parent(repo, opts, &host, &strs)? };
+            let ptree = match &parent {
+                Some((_, s)) => Some(repo.load_tree(&s.tree)?),
+                None => None,
+            };
+            let trie = build_trie(&abs);
+            let tree = if trie.requested {
+                // The whole filesystem root was requested.
+                let dev = std::fs::metadata("/").map_err(|e| Error::io("/", e))?.dev();
+                match a.save_dir(Path::new("/"), dev, ptree.as_ref())? {
+                    Some(t) => t,
+                    None => return Err(Error::Invalid("cannot list /".into())),
+                }
+            } else {
+                a.save_trie(Path::new("/"), &trie, ptree.as_ref())?
+            };
+            (strs, tree, parent)
+        }
+        Input::Stream { name, reader, finish } => {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(Error::Invalid(format!("stdin file name {name:?} must be a plain file name")));
+            }
+            let strs = vec![format!("/{name}")];
+            let parent = find_parent(repo, opts, &host, &strs)?;
+            let mut content = Vec::new();
+            let size = match a.store_stream(reader, &mut content) {
+                Ok(n) => n,
+                Err(ReadError::Repo(e)) => return Err(e),
+                Err(ReadError::Source(e)) => return Err(Error::io(format!("<{name}>"), e)),
+            };
+            finish()?;
+            let now = Utc::now().timestamp_nanos_opt().unwrap_or(0);
+            let node = Node {
+                name: name.into_bytes(),
+                kind: NodeKind::File,
+                mode: 0o600,
+                uid: nix::unistd::geteuid().as_raw(),
+                gid: nix::unistd::getegid().as_raw(),
+                user: Some(user.clone()),
+                mtime_ns: now,
+                ctime_ns: now,
+                size,
+                nlink: 1,
+                content,
+                ..Node::default()
+            };
+            a.summary.files_new = 1;
+            a.summary.total_files = 1;
+            a.summary.total_bytes = size;
+            let mut t = Tree::default();
+            t.push(node);
+            let id = a.saver.save(BlobType::Tree, &t.encode())?;
+            (strs, id, parent)
+        }
+    };
+    let Archiver { saver, mut summary, errors, .. } = a;
+    summary.data_added = saver.data_added;
+    summary.data_added_packed = saver.data_added_packed;
+    summary.errors = errors.len() as u64;
+    saver.finish()?;
+    let snap = Snapshot {
+        time: opts.time.unwrap_or_else(Utc::now),
+        tree,
+        paths,
+        hostname: host,
+        username: user,
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+        tags: opts.tags.clone(),
+        parent: parent.as_ref().map(|p| p.0),
+        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        summary: summary.clone(),
+    };
+    // Last: the snapshot file, once everything it references is durable and indexed.
+    let snapshot_id = if dry_run { None } else { Some(repo.save_snapshot(&snap)?) };
+    Ok(SnapshotReport {
+        snapshot_id,
+        parent: snap.parent,
+        files_new: summary.files_new,
+        files_changed: summary.files_changed,
+        files_unmodified: summary.files_unmodified,
+        dirs: summary.dirs,
+        bytes_read: summary.bytes_read,
+        data_added: summary.data_added,
+        data_added_packed: summary.data_added_packed,
+        duration_s: started.elapsed().as_secs_f64(),
+        errors: summary.errors,
+        error_details: errors,
+        dry_run,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trie_drops_paths_below_requested_ones() {
+        let t = build_trie(&[PathBuf::from("/a/b"), PathBuf::from("/a/b/c"), PathBuf::from("/a/d")]);
+        let a = &t.children[OsStr::new("a")];
+        assert!(!a.requested);
+        assert!(a.children[OsStr::new("b")].requested);
+        assert!(a.children[OsStr::new("b")].children.is_empty());
+        assert!(a.children[OsStr::new("d")].requested);
+    }
+}

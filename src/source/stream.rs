@@ -1,0 +1,89 @@
+//! Reading a byte stream in bounded windows cut at content-defined boundaries.
+
+use std::io::{ErrorKind, Read};
+use std::ops::Range;
+
+use crate::chunker::Chunker;
+
+/// Window size: big enough to keep a worker pool busy, small enough to bound memory.
+pub const WINDOW: usize = 32 << 20;
+
+/// Reads `r` to its end, calling `f` with each window's buffer and the chunk ranges in it.
+/// Only final chunk boundaries are reported: bytes after the last boundary of a window are
+/// carried into the next one. Returns the number of bytes read.
+pub fn for_each_window<R: Read, E: From<std::io::Error>>(
+    mut r: R,
+    chunker: &Chunker,
+    mut f: impl FnMut(&[u8], Vec<Range<usize>>) -> Result<(), E>,
+) -> Result<u64, E> {
+    let window = WINDOW.max(2 * chunker.max_size());
+    let mut buf: Vec<u8> = Vec::with_capacity(window);
+    let mut total = 0u64;
+    let mut eof = false;
+    while !eof {
+        // Fill the window.
+        let start = buf.len();
+        buf.resize(window, 0);
+        let mut filled = start;
+        while filled < window {
+            match r.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        buf.truncate(filled);
+        total += (filled - start) as u64;
+        // Cut final chunks.
+        let mut ranges = Vec::new();
+        let mut pos = 0;
+        while pos < buf.len() {
+            if !eof && buf.len() - pos < chunker.max_size() {
+                break;
+            }
+            let len = chunker.next_cut(&buf[pos..]);
+            ranges.push(pos..pos + len);
+            pos += len;
+        }
+        if !ranges.is_empty() {
+            f(&buf, ranges)?;
+        }
+        buf.drain(..pos);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunker::ChunkerParams;
+    use crate::crypto::MasterKey;
+
+    #[test]
+    fn windows_match_whole_buffer_chunking() {
+        let (g, gl) = MasterKey::from_seed(5).gear_tables();
+        let c = Chunker::new(ChunkerParams { min_size: 1024, avg_size: 4096, max_size: 16384 }, g, gl);
+        let mut data = vec![0u8; 3 * WINDOW + 12345];
+        blake3::Hasher::new().finalize_xof().fill(&mut data);
+        let whole: Vec<Vec<u8>> = c.chunks(&data).map(|r| data[r].to_vec()).collect();
+        let mut streamed = Vec::new();
+        let n = for_each_window::<_, std::io::Error>(&data[..], &c, |buf, rs| {
+            streamed.extend(rs.into_iter().map(|r| buf[r].to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(streamed, whole);
+        let mut empty_calls = 0;
+        for_each_window::<_, std::io::Error>(&[][..], &c, |_, _| {
+            empty_calls += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(empty_calls, 0);
+    }
+}
