@@ -23,7 +23,11 @@ impl Default for ChunkerParams {
     /// 512 KiB / 1 MiB / 8 MiB: large enough to keep the index small, small enough that an
     /// edit in a big file costs about a megabyte.
     fn default() -> Self {
-        ChunkerParams { min_size: 512 * 1024, avg_size: 1024 * 1024, max_size: 8 * 1024 * 1024 }
+        ChunkerParams {
+            min_size: 512 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 8 * 1024 * 1024,
+        }
     }
 }
 
@@ -31,9 +35,15 @@ impl ChunkerParams {
     /// Checks the bounds against what FastCDC supports; the message names the violated rule.
     pub fn validate(&self) -> Result<(), String> {
         use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MINIMUM_MAX, MINIMUM_MIN};
-        let (min, avg, max) = (self.min_size as usize, self.avg_size as usize, self.max_size as usize);
+        let (min, avg, max) = (
+            self.min_size as usize,
+            self.avg_size as usize,
+            self.max_size as usize,
+        );
         if !(MINIMUM_MIN..=MINIMUM_MAX).contains(&min) {
-            return Err(format!("chunk-min must be between {MINIMUM_MIN} and {MINIMUM_MAX} bytes"));
+            return Err(format!(
+                "chunk-min must be between {MINIMUM_MIN} and {MINIMUM_MAX} bytes"
+            ));
         }
         if !(AVERAGE_MIN..=AVERAGE_MAX).contains(&avg) || !avg.is_power_of_two() {
             return Err(format!(
@@ -65,7 +75,12 @@ impl Chunker {
     /// A chunker with the given bounds and gear tables (from `MasterKey::gear_tables`).
     pub fn new(params: ChunkerParams, gear: Box<[u64; 256]>, gear_ls: Box<[u64; 256]>) -> Self {
         let masks = select_masks(params.avg_size as usize, Normalization::Level1);
-        Chunker { params, masks, gear, gear_ls }
+        Chunker {
+            params,
+            masks,
+            gear,
+            gear_ls,
+        }
     }
 
     /// Length of the first chunk of `data` (all of it when `data` is shorter than the minimum).
@@ -89,7 +104,10 @@ impl Chunker {
     }
 
     /// Splits a whole in-memory buffer into chunk ranges.
-    pub fn chunks<'a>(&'a self, data: &'a [u8]) -> impl Iterator<Item = std::ops::Range<usize>> + 'a {
+    pub fn chunks<'a>(
+        &'a self,
+        data: &'a [u8],
+    ) -> impl Iterator<Item = std::ops::Range<usize>> + 'a {
         let mut pos = 0;
         std::iter::from_fn(move || {
             if pos >= data.len() {
@@ -115,7 +133,15 @@ mod tests {
 
     fn chunker(seed: u64) -> Chunker {
         let (g, gl) = MasterKey::from_seed(seed).gear_tables();
-        Chunker::new(ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 65536 }, g, gl)
+        Chunker::new(
+            ChunkerParams {
+                min_size: 2048,
+                avg_size: 8192,
+                max_size: 65536,
+            },
+            g,
+            gl,
+        )
     }
 
     fn data(n: usize) -> Vec<u8> {
@@ -153,15 +179,27 @@ mod tests {
         let c = chunker(1);
         let edited: Vec<_> = c.chunks(&e).collect();
         let same = edited.iter().filter(|r| a.contains(r)).count();
-        assert!(same + 3 >= a.len(), "only {same} of {} chunks kept", a.len());
+        assert!(
+            same + 3 >= a.len(),
+            "only {same} of {} chunks kept",
+            a.len()
+        );
     }
 
     #[test]
     fn validate_rejects_bad_bounds() {
         assert!(ChunkerParams::default().validate().is_ok());
-        let bad = ChunkerParams { min_size: 4096, avg_size: 3000, max_size: 65536 };
+        let bad = ChunkerParams {
+            min_size: 4096,
+            avg_size: 3000,
+            max_size: 65536,
+        };
         assert!(bad.validate().is_err());
-        let bad = ChunkerParams { min_size: 8192, avg_size: 4096, max_size: 65536 };
+        let bad = ChunkerParams {
+            min_size: 8192,
+            avg_size: 4096,
+            max_size: 65536,
+        };
         assert!(bad.validate().is_err());
     }
 }

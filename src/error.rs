@@ -75,12 +75,18 @@ pub enum Error {
 impl Error {
     /// Builds an `Io` error for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// Builds a `Corrupt` error.
     pub fn corrupt(what: impl Into<String>, why: impl Into<String>) -> Self {
-        Error::Corrupt { what: what.into(), why: why.into() }
+        Error::Corrupt {
+            what: what.into(),
+            why: why.into(),
+        }
     }
 
     /// The process exit code this error maps to (restic's convention).

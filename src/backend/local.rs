@@ -1,9 +1,10 @@
 //! Repository on a local filesystem.
 //!
-//! `put` writes `.tmp-PID-RANDOM` inside the kind's folder, fsyncs it, renames it into place
-//! and fsyncs the folder: after a crash either the whole file is there or only a temporary
-//! file is, which `list` never shows and [`LocalBackend::remove_stale_temps`] deletes once its
-//! writer is no longer alive.
+//! `put` writes `.tmp-HOST-PID-RANDOM` inside the kind's folder, fsyncs it, renames it into
+//! place and fsyncs the folder: after a crash either the whole file is there or only a
+//! temporary file is, which `list` never shows and `remove_stale_temps` deletes once its writer
+//! (a process on this host) is no longer alive. Files are created 0600 and folders 0700: key
+//! files must not be readable by other local users.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -33,7 +34,12 @@ impl LocalBackend {
 
     /// Creates the folder layout: `keys/`, `snapshots/`, `index/`, `packs/00`…`packs/ff`.
     pub fn create_layout(&self) -> Result<()> {
-        for kind in [FileKind::Key, FileKind::Snapshot, FileKind::Index, FileKind::Pack] {
+        for kind in [
+            FileKind::Key,
+            FileKind::Snapshot,
+            FileKind::Index,
+            FileKind::Pack,
+        ] {
             mkdir(&self.root.join(kind.dir()))?;
         }
         for i in 0..=255u8 {
@@ -64,20 +70,32 @@ impl LocalBackend {
             k => Ok(vec![self.root.join(k.dir())]),
         }
     }
+}
 
-    /// Deletes temporary files left by writers that are no longer running on this host.
-    /// Returns how many were removed.
-    pub fn remove_stale_temps(&self) -> Result<usize> {
+impl LocalBackend {
+    fn remove_stale(&self) -> Result<usize> {
+        let host = this_host();
         let mut removed = 0;
-        for kind in [FileKind::Config, FileKind::Key, FileKind::Snapshot, FileKind::Index, FileKind::Pack] {
+        for kind in [
+            FileKind::Config,
+            FileKind::Key,
+            FileKind::Snapshot,
+            FileKind::Index,
+            FileKind::Pack,
+        ] {
             for dir in self.dirs_of(kind)? {
                 for e in read_dir(&dir)?.flatten() {
                     let name = e.file_name();
                     let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TMP_PREFIX)) else {
                         continue;
                     };
-                    let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
-                    if pid.is_some_and(|p| !process_alive(p)) && fs::remove_file(e.path()).is_ok() {
+                    let mut parts = rest.rsplitn(3, '-');
+                    let (_, pid, writer) = (parts.next(), parts.next(), parts.next());
+                    let pid = pid.and_then(|p| p.parse::<i32>().ok());
+                    if writer == Some(host.as_str())
+                        && pid.is_some_and(|p| !process_alive(p))
+                        && fs::remove_file(e.path()).is_ok()
+                    {
                         removed += 1;
                     }
                 }
@@ -85,6 +103,15 @@ impl LocalBackend {
         }
         Ok(removed)
     }
+}
+
+/// This host's name as used in temporary file names (no `-` or `/`).
+fn this_host() -> String {
+    let h = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    h.replace(['-', '/', '.'], "_")
 }
 
 fn process_alive(pid: i32) -> bool {
@@ -101,7 +128,8 @@ fn read_dir(dir: &Path) -> Result<fs::ReadDir> {
 }
 
 fn mkdir(p: &Path) -> Result<()> {
-    match fs::create_dir(p) {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o700).create(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(Error::io(p, e)),
@@ -109,25 +137,40 @@ fn mkdir(p: &Path) -> Result<()> {
 }
 
 fn sync_dir(p: &Path) -> Result<()> {
-    File::open(p).and_then(|f| f.sync_all()).map_err(|e| Error::io(p, e))
+    File::open(p)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(p, e))
 }
 
 fn temp_name() -> String {
     let mut r = [0u8; 8];
     crate::crypto::random_bytes(&mut r);
-    format!("{TMP_PREFIX}{}-{}", std::process::id(), hex::encode(r))
+    format!(
+        "{TMP_PREFIX}{}-{}-{}",
+        this_host(),
+        std::process::id(),
+        hex::encode(r)
+    )
 }
 
 impl Backend for LocalBackend {
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         let path = self.path(kind, name);
-        let dir = path.parent().expect("invariant: repository paths have a parent").to_path_buf();
+        let dir = path
+            .parent()
+            .expect("invariant: repository paths have a parent")
+            .to_path_buf();
         if kind == FileKind::Pack {
             mkdir(&dir)?;
         }
         let tmp = dir.join(temp_name());
         let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(data)?;
             f.sync_all()
         };
@@ -158,19 +201,26 @@ impl Backend for LocalBackend {
             ));
         }
         let mut buf = vec![0u8; len as usize];
-        f.read_exact_at(&mut buf, offset).map_err(|e| Error::io(&path, e))?;
+        f.read_exact_at(&mut buf, offset)
+            .map_err(|e| Error::io(&path, e))?;
         Ok(buf)
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
         if kind == FileKind::Config {
-            return Ok(self.stat(kind, "config")?.map(|s| ("config".to_string(), s)).into_iter().collect());
+            return Ok(self
+                .stat(kind, "config")?
+                .map(|s| ("config".to_string(), s))
+                .into_iter()
+                .collect());
         }
         for dir in self.dirs_of(kind)? {
             for e in read_dir(&dir)? {
                 let e = e.map_err(|err| Error::io(&dir, err))?;
-                let Ok(name) = e.file_name().into_string() else { continue };
+                let Ok(name) = e.file_name().into_string() else {
+                    continue;
+                };
                 if name.starts_with('.') {
                     continue;
                 }
@@ -203,6 +253,10 @@ impl Backend for LocalBackend {
             Err(e) => Err(Error::io(&path, e)),
         }
     }
+
+    fn remove_stale_temps(&self) -> Result<usize> {
+        self.remove_stale()
+    }
 }
 
 fn not_found_or_io(kind: FileKind, name: &str, path: &Path, e: std::io::Error) -> Error {
@@ -230,13 +284,19 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let b = LocalBackend::new(d.path());
         b.create_layout().unwrap();
-        // PID 0x7fff_fff0 does not exist; our own PID does.
-        let dead = d.path().join("index/.tmp-2147483632-00");
-        let live = d.path().join(format!("index/.tmp-{}-00", std::process::id()));
-        fs::write(&dead, b"x").unwrap();
-        fs::write(&live, b"x").unwrap();
+        // PID 0x7fff_fff0 does not exist; our own PID does; another host's files stay.
+        let h = this_host();
+        let dead = d.path().join(format!("index/.tmp-{h}-2147483632-00"));
+        let live = d
+            .path()
+            .join(format!("index/.tmp-{h}-{}-00", std::process::id()));
+        let other = d.path().join("packs/ab/.tmp-otherhost-2147483632-00");
+        for f in [&dead, &live, &other] {
+            fs::write(f, b"x").unwrap();
+        }
         assert!(b.list(FileKind::Index).unwrap().is_empty());
+        assert!(b.list(FileKind::Pack).unwrap().is_empty());
         assert_eq!(b.remove_stale_temps().unwrap(), 1);
-        assert!(!dead.exists() && live.exists());
+        assert!(!dead.exists() && live.exists() && other.exists());
     }
 }

@@ -35,13 +35,19 @@ impl Backend for MemoryBackend {
     }
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         self.gets.fetch_add(1, Ordering::Relaxed);
-        self.lock().get(&key(kind, name)).cloned().ok_or_else(|| Error::Missing(kind.rel_path(name)))
+        self.lock()
+            .get(&key(kind, name))
+            .cloned()
+            .ok_or_else(|| Error::Missing(kind.rel_path(name)))
     }
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let all = self.get(kind, name)?;
-        let end = offset.checked_add(len).filter(|e| *e <= all.len() as u64).ok_or_else(|| {
-            Error::corrupt(kind.rel_path(name), format!("short read at {offset}+{len}"))
-        })?;
+        let end = offset
+            .checked_add(len)
+            .filter(|e| *e <= all.len() as u64)
+            .ok_or_else(|| {
+                Error::corrupt(kind.rel_path(name), format!("short read at {offset}+{len}"))
+            })?;
         Ok(all[offset as usize..end as usize].to_vec())
     }
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {

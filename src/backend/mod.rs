@@ -65,6 +65,11 @@ pub trait Backend: Send + Sync {
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
     /// Size of a file, or `None` when it does not exist.
     fn stat(&self, kind: FileKind, name: &str) -> Result<Option<u64>>;
+    /// Deletes what crashed writers of this host left behind (temporary files); returns the
+    /// number removed. Backends whose `put` leaves nothing behind keep the default.
+    fn remove_stale_temps(&self) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// A decorator that reads through to `inner` and discards every write: `snapshot --dry-run`.
@@ -110,6 +115,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn stat(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
         (**self).stat(kind, name)
     }
+    fn remove_stale_temps(&self) -> Result<usize> {
+        (**self).remove_stale_temps()
+    }
 }
 
 /// A conformance suite every backend must pass.
@@ -117,7 +125,10 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
 pub(crate) fn conformance(b: &dyn Backend) {
     let name = "ab".repeat(32);
     assert_eq!(b.stat(FileKind::Pack, &name).unwrap(), None);
-    assert!(matches!(b.get(FileKind::Pack, &name), Err(crate::Error::Missing(_))));
+    assert!(matches!(
+        b.get(FileKind::Pack, &name),
+        Err(crate::Error::Missing(_))
+    ));
     b.put(FileKind::Pack, &name, b"0123456789").unwrap();
     b.put(FileKind::Pack, &name, b"0123456789").unwrap();
     assert_eq!(b.get(FileKind::Pack, &name).unwrap(), b"0123456789");

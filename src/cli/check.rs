@@ -19,7 +19,11 @@ pub struct CheckArgs {
 
 pub fn run(g: &Globals, a: CheckArgs) -> Result<i32> {
     let repo = g.open()?;
-    let read_data = a.read_data_subset.or(if a.read_data { Some(DataSubset::All) } else { None });
+    let read_data = a.read_data_subset.or(if a.read_data {
+        Some(DataSubset::All)
+    } else {
+        None
+    });
     let r = check(&repo, &CheckOptions { read_data })?;
     if g.json {
         g.print_json(&r)?;
@@ -32,9 +36,15 @@ pub fn run(g: &Globals, a: CheckArgs) -> Result<i32> {
         for e in &r.errors {
             eprintln!("cairn: error: {}: {}", e.what, e.problem);
         }
-        g.say(format!("{} snapshots, {} trees, {} packs checked", r.snapshots, r.trees, r.packs));
+        g.say(format!(
+            "{} snapshots, {} trees, {} packs checked",
+            r.snapshots, r.trees, r.packs
+        ));
         if read_data.is_some() {
-            g.say(format!("{} packs read, {} blobs verified", r.packs_read, r.blobs_read));
+            g.say(format!(
+                "{} packs read, {} blobs verified",
+                r.packs_read, r.blobs_read
+            ));
         }
         if r.errors.is_empty() {
             g.say("no errors found");

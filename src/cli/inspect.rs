@@ -44,10 +44,18 @@ pub fn snapshots(g: &Globals, a: SnapshotsArgs) -> Result<i32> {
         .filter(|(_, s)| a.path.as_ref().is_none_or(|p| s.paths.contains(p)))
         .collect();
     if g.json {
-        g.print_json(&list.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>())?;
+        g.print_json(
+            &list
+                .iter()
+                .map(|(id, s)| snapshot_json(id, s))
+                .collect::<Vec<_>>(),
+        )?;
         return Ok(0);
     }
-    println!("{:<9} {:<20} {:<16} {:<16} {:>10}  paths", "id", "time", "host", "tags", "size");
+    println!(
+        "{:<9} {:<20} {:<16} {:<16} {:>10}  paths",
+        "id", "time", "host", "tags", "size"
+    );
     for (id, s) in &list {
         println!(
             "{:<9} {:<20} {:<16} {:<16} {:>10}  {}",
@@ -111,8 +119,21 @@ pub fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
             let t = chrono::DateTime::from_timestamp_nanos(n.mtime_ns).format("%Y-%m-%d %H:%M:%S");
             let owner = n.user.clone().unwrap_or_else(|| n.uid.to_string());
             let group = n.group.clone().unwrap_or_else(|| n.gid.to_string());
-            let link = if n.kind == NodeKind::Symlink { format!(" -> {}", String::from_utf8_lossy(&n.link_target)) } else { String::new() };
-            println!("{} {:<8} {:<8} {:>12} {} {}{}", mode_string(n), owner, group, n.size, t, p.display(), link);
+            let link = if n.kind == NodeKind::Symlink {
+                format!(" -> {}", String::from_utf8_lossy(&n.link_target))
+            } else {
+                String::new()
+            };
+            println!(
+                "{} {:<8} {:<8} {:>12} {} {}{}",
+                mode_string(n),
+                owner,
+                group,
+                n.size,
+                t,
+                p.display(),
+                link
+            );
         } else {
             println!("{}", p.display());
         }
@@ -143,7 +164,14 @@ pub fn diff(g: &Globals, a: DiffArgs) -> Result<i32> {
             println!("{}    {}", c.change, c.path);
         }
         let count = |s: &str| changes.iter().filter(|c| c.change == s).count();
-        g.say(format!("{} added, {} removed, {} modified, {} metadata only, {} type changed", count("+"), count("-"), count("M"), count("U"), count("T")));
+        g.say(format!(
+            "{} added, {} removed, {} modified, {} metadata only, {} type changed",
+            count("+"),
+            count("-"),
+            count("M"),
+            count("U"),
+            count("T")
+        ));
     }
     Ok(0)
 }
@@ -169,7 +197,16 @@ pub fn stats(g: &Globals, a: StatsArgs) -> Result<i32> {
         println!("snapshots:          {}", s.snapshots);
         println!("files:              {}", s.files);
         println!("restore size:       {}", human(s.restore_size));
-        println!("unique data:        {} in {} data and {} tree blobs", human(s.raw_size), s.data_blobs, s.tree_blobs);
+        println!(
+            "unique content:     {} in {} data blobs",
+            human(s.data_size),
+            s.data_blobs
+        );
+        println!(
+            "unique total:       {} with {} tree blobs",
+            human(s.raw_size),
+            s.tree_blobs
+        );
         println!("stored:             {}", human(s.stored_size));
         println!("dedup ratio:        {:.2}x", s.dedup_ratio);
         println!("compression ratio:  {:.2}x", s.compression_ratio);
@@ -216,7 +253,9 @@ pub fn cat(g: &Globals, a: CatArgs) -> Result<i32> {
             json!({ "id": id, "nodes": t.nodes.iter().map(Node::to_json).collect::<Vec<_>>() })
         }
         CatWhat::Index => {
-            let Ok(id) = need()?.parse() else { bail!("give a full 64-digit index id") };
+            let Ok(id) = need()?.parse() else {
+                bail!("give a full 64-digit index id")
+            };
             let f = repo.load_index(&id)?;
             json!({ "id": id, "packs": f.packs.iter().map(|p| json!({
                 "id": p.id, "size": p.size, "type": p.blob_type.as_str(),

@@ -46,13 +46,19 @@ pub struct KdfArgs {
 impl KdfArgs {
     fn params(&self) -> KdfParams {
         let d = KdfParams::default();
-        KdfParams { memory_kib: self.kdf_memory.unwrap_or(d.memory_kib), iterations: self.kdf_iterations.unwrap_or(d.iterations), parallelism: 1 }
+        KdfParams {
+            memory_kib: self.kdf_memory.unwrap_or(d.memory_kib),
+            iterations: self.kdf_iterations.unwrap_or(d.iterations),
+            parallelism: 1,
+        }
     }
 }
 
 pub fn init_options(a: &InitArgs) -> Result<InitOptions> {
     let d = ChunkerParams::default();
-    let to32 = |v: Option<u64>, def: u32| -> Result<u32> { Ok(v.map(u32::try_from).transpose()?.unwrap_or(def)) };
+    let to32 = |v: Option<u64>, def: u32| -> Result<u32> {
+        Ok(v.map(u32::try_from).transpose()?.unwrap_or(def))
+    };
     let chunker = ChunkerParams {
         min_size: to32(a.chunk_min, d.min_size)?,
         avg_size: to32(a.chunk_avg, d.avg_size)?,
@@ -61,7 +67,12 @@ pub fn init_options(a: &InitArgs) -> Result<InitOptions> {
     if let Err(e) = chunker.validate() {
         bail!("invalid chunk sizes: {e}");
     }
-    Ok(InitOptions { chunker, compression: a.compression, kdf: a.kdf.params(), pack_size: to32(a.pack_size, 16 << 20)? })
+    Ok(InitOptions {
+        chunker,
+        compression: a.compression,
+        kdf: a.kdf.params(),
+        pack_size: to32(a.pack_size, 16 << 20)?,
+    })
 }
 
 pub fn init(g: &Globals, a: InitArgs) -> Result<i32> {
@@ -72,19 +83,27 @@ pub fn init(g: &Globals, a: InitArgs) -> Result<i32> {
     if g.json {
         g.print_json(&serde_json::json!({"repository": path, "id": repo.config().id}))?;
     } else {
-        g.say(format!("created repository {} at {}", &repo.config().id[..8], path.display()));
+        g.say(format!(
+            "created repository {} at {}",
+            &repo.config().id[..8],
+            path.display()
+        ));
         g.say("keep the password safe: without it the data cannot be recovered");
     }
     Ok(0)
 }
 
-/// The password for a new key: the usual sources, or a prompt asked twice.
-fn new_password(g: &Globals) -> Result<Zeroizing<Vec<u8>>> {
+/// The password for a new repository: the usual sources, or a prompt asked twice.
+pub(super) fn new_password(g: &Globals) -> Result<Zeroizing<Vec<u8>>> {
     if let Some(p) = std::env::var_os("CAIRN_NEW_PASSWORD") {
         use std::os::unix::ffi::OsStrExt;
         return Ok(Zeroizing::new(p.as_bytes().to_vec()));
     }
-    if std::io::IsTerminal::is_terminal(&std::io::stdin()) && g.password_file.is_none() && std::env::var_os("CAIRN_PASSWORD").is_none() && std::env::var_os("CAIRN_PASSWORD_COMMAND").is_none() {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin())
+        && g.password_file.is_none()
+        && std::env::var_os("CAIRN_PASSWORD").is_none()
+        && std::env::var_os("CAIRN_PASSWORD_COMMAND").is_none()
+    {
         let a = rpassword::prompt_password("new password: ")?;
         let b = rpassword::prompt_password("again: ")?;
         if a != b {
@@ -145,9 +164,19 @@ pub fn run(g: &Globals, a: KeyArgs) -> Result<i32> {
             if g.json {
                 g.print_json(&keys)?;
             } else {
-                println!("{:<3}{:<10} {:<22} {:<12} host", "", "id", "created", "user");
+                println!(
+                    "{:<3}{:<10} {:<22} {:<12} host",
+                    "", "id", "created", "user"
+                );
                 for k in keys {
-                    println!("{:<3}{:<10} {:<22} {:<12} {}", if k.current { "*" } else { "" }, k.id.short(), k.created, k.user, k.host);
+                    println!(
+                        "{:<3}{:<10} {:<22} {:<12} {}",
+                        if k.current { "*" } else { "" },
+                        k.id.short(),
+                        k.created,
+                        k.user,
+                        k.host
+                    );
                 }
             }
         }

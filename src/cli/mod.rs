@@ -19,9 +19,13 @@ use cairn::repo::Repository;
 pub const EXIT_PARTIAL: i32 = 3;
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Content-addressed, deduplicating, encrypted backups",
+#[command(
+    name = "cairn",
+    version,
+    about = "Content-addressed, deduplicating, encrypted backups",
     after_help = "Exit codes: 0 ok, 1 error, 3 snapshot written but some files could not be read, \
-                  10 no repository, 12 wrong password.")]
+                  10 no repository, 12 wrong password."
+)]
 struct Cli {
     /// Repository path [default: ~/.local/share/cairn/repo]
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
@@ -83,7 +87,9 @@ fn home_dir(sub_env: &str, fallback: &str) -> PathBuf {
     if let Some(d) = std::env::var_os(sub_env).filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("cairn");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"));
     home.join(fallback).join("cairn")
 }
 
@@ -98,13 +104,16 @@ impl Globals {
 
     /// The cache directory.
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache_dir.clone().unwrap_or_else(|| home_dir("XDG_CACHE_HOME", ".cache"))
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| home_dir("XDG_CACHE_HOME", ".cache"))
     }
 
     /// The repository password from the first source that is set.
     pub fn password(&self) -> Result<Zeroizing<Vec<u8>>> {
         if let Some(f) = &self.password_file {
-            let s = std::fs::read(f).with_context(|| format!("cannot read password file {}", f.display()))?;
+            let s = std::fs::read(f)
+                .with_context(|| format!("cannot read password file {}", f.display()))?;
             return Ok(Zeroizing::new(first_line(&s)));
         }
         if let Some(p) = std::env::var_os("CAIRN_PASSWORD") {
@@ -124,16 +133,23 @@ impl Globals {
             return Ok(Zeroizing::new(first_line(&out.stdout)));
         }
         if std::io::stdin().is_terminal() {
-            let p = rpassword::prompt_password("repository password: ").context("cannot read the password")?;
+            let p = rpassword::prompt_password("repository password: ")
+                .context("cannot read the password")?;
             return Ok(Zeroizing::new(p.into_bytes()));
         }
-        bail!("no password given: use --password-file, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD or CAIRN_PASSWORD_COMMAND (no terminal to prompt on)")
+        bail!(
+            "no password given: use --password-file, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD or CAIRN_PASSWORD_COMMAND (no terminal to prompt on)"
+        )
     }
 
     /// Opens the repository.
     pub fn open(&self) -> Result<Repository> {
         let (path, _) = self.repo_path();
-        Ok(Repository::open(&path, || self.password(), &self.cache_dir())?)
+        Ok(Repository::open(
+            &path,
+            || self.password(),
+            &self.cache_dir(),
+        )?)
     }
 
     /// Prints a value as JSON on stdout.
@@ -163,7 +179,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 512K, 1M)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 512K, 1M)"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -171,7 +189,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 1 << 30,
         _ => return Err(format!("{s:?} has an unknown unit (use K, M or G)")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Human-readable byte count.
@@ -183,13 +202,23 @@ pub fn human(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.2} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
 }
 
 /// Parses the command line and runs the command; returns the exit code.
 pub fn run() -> Result<i32> {
     let cli = Cli::parse();
-    let g = Globals { repo: cli.repo, password_file: cli.password_file, json: cli.json, quiet: cli.quiet, cache_dir: cli.cache_dir };
+    let g = Globals {
+        repo: cli.repo,
+        password_file: cli.password_file,
+        json: cli.json,
+        quiet: cli.quiet,
+        cache_dir: cli.cache_dir,
+    };
     match cli.command {
         Command::Init(a) => key::init(&g, a),
         Command::Snapshot(a) => snapshot::run(&g, a),
@@ -212,5 +241,8 @@ pub fn describe(e: &anyhow::Error) -> String {
 
 /// The exit code for an error.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    e.chain().find_map(|c| c.downcast_ref::<cairn::Error>()).map(|e| e.exit_code()).unwrap_or(1)
+    e.chain()
+        .find_map(|c| c.downcast_ref::<cairn::Error>())
+        .map(|e| e.exit_code())
+        .unwrap_or(1)
 }

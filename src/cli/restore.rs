@@ -37,7 +37,14 @@ pub struct RestoreArgs {
 pub fn run(g: &Globals, a: RestoreArgs) -> Result<i32> {
     let repo = g.open()?;
     let (id, snap) = repo.resolve_snapshot(&a.snap)?;
-    let opts = RestoreOptions { target: a.target.clone(), include: a.include, exclude: a.exclude, verify: a.verify, dry_run: a.dry_run, overwrite: a.overwrite };
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        include: a.include,
+        exclude: a.exclude,
+        verify: a.verify,
+        dry_run: a.dry_run,
+        overwrite: a.overwrite,
+    };
     let r = restore(&repo, &snap.tree, &opts)?;
     for w in &r.warnings {
         if !g.quiet {
@@ -50,7 +57,11 @@ pub fn run(g: &Globals, a: RestoreArgs) -> Result<i32> {
     if g.json {
         g.print_json(&serde_json::json!({ "snapshot_id": id, "target": a.target, "dry_run": a.dry_run, "report": r }))?;
     } else {
-        let verb = if a.dry_run { "would restore" } else { "restored" };
+        let verb = if a.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        };
         g.say(format!(
             "{verb} snapshot {} to {}: {} files ({}), {} dirs, {} other entries, {} skipped{}",
             id.short(),
@@ -60,7 +71,11 @@ pub fn run(g: &Globals, a: RestoreArgs) -> Result<i32> {
             r.dirs,
             r.others,
             r.skipped,
-            if a.verify { format!(", {} verified", r.verified) } else { String::new() }
+            if a.verify {
+                format!(", {} verified", r.verified)
+            } else {
+                String::new()
+            }
         ));
     }
     if !r.errors.is_empty() {

@@ -60,13 +60,21 @@ pub struct SnapshotArgs {
 fn options(a: &SnapshotArgs) -> Result<SnapshotOptions> {
     let mut excludes = a.excludes.clone();
     for f in &a.exclude_files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read exclude file {}", f.display()))?;
-        excludes.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read exclude file {}", f.display()))?;
+        excludes.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
     }
     let time = match &a.time {
         Some(t) => Some(
             chrono::DateTime::parse_from_rfc3339(t)
-                .with_context(|| format!("--time {t:?} is not an RFC 3339 time (e.g. 2024-01-31T12:00:00Z)"))?
+                .with_context(|| {
+                    format!("--time {t:?} is not an RFC 3339 time (e.g. 2024-01-31T12:00:00Z)")
+                })?
                 .with_timezone(&chrono::Utc),
         ),
         None => None,
@@ -87,9 +95,17 @@ fn options(a: &SnapshotArgs) -> Result<SnapshotOptions> {
 fn open_or_create(g: &Globals) -> Result<Repository> {
     let (path, is_default) = g.repo_path();
     if is_default && !path.join("config").exists() {
-        let password = g.password()?;
-        eprintln!("cairn: note: creating the default repository at {} (set -r/--repo or CAIRN_REPOSITORY to use another)", path.display());
-        return Ok(Repository::init(&path, &password, &InitOptions::default(), &g.cache_dir())?);
+        let password = super::key::new_password(g)?;
+        eprintln!(
+            "cairn: note: creating the default repository at {} (set -r/--repo or CAIRN_REPOSITORY to use another)",
+            path.display()
+        );
+        return Ok(Repository::init(
+            &path,
+            &password,
+            &InitOptions::default(),
+            &g.cache_dir(),
+        )?);
     }
     g.open()
 }
@@ -110,7 +126,11 @@ pub fn run(g: &Globals, a: SnapshotArgs) -> Result<i32> {
         repo = repo.into_dry_run();
     }
     let report = if a.stdin {
-        let input = Input::Stream { name: a.stdin_filename.clone(), reader: Box::new(std::io::stdin().lock()), finish: Box::new(|| Ok(())) };
+        let input = Input::Stream {
+            name: a.stdin_filename.clone(),
+            reader: Box::new(std::io::stdin().lock()),
+            finish: Box::new(|| Ok(())),
+        };
         snapshot(&repo, input, &opts)?
     } else if a.stdin_from_command {
         from_command(&repo, &a, &opts)?
@@ -125,7 +145,11 @@ pub fn run(g: &Globals, a: SnapshotArgs) -> Result<i32> {
     Ok(if report.errors > 0 { EXIT_PARTIAL } else { 0 })
 }
 
-fn from_command(repo: &Repository, a: &SnapshotArgs, opts: &SnapshotOptions) -> Result<SnapshotReport> {
+fn from_command(
+    repo: &Repository,
+    a: &SnapshotArgs,
+    opts: &SnapshotOptions,
+) -> Result<SnapshotReport> {
     let Some((cmd, args)) = a.paths.split_first() else {
         bail!("--stdin-from-command needs a command after `--`, e.g. -- pg_dump mydb");
     };
@@ -139,14 +163,23 @@ fn from_command(repo: &Repository, a: &SnapshotArgs, opts: &SnapshotOptions) -> 
     let name = cmd.to_string_lossy().into_owned();
     let child = std::cell::RefCell::new(child);
     let finish = Box::new(|| -> cairn::Result<()> {
-        let status = child.borrow_mut().wait().map_err(|e| cairn::Error::io(&name, e))?;
+        let status = child
+            .borrow_mut()
+            .wait()
+            .map_err(|e| cairn::Error::io(&name, e))?;
         if status.success() {
             Ok(())
         } else {
-            Err(cairn::Error::Invalid(format!("command {name} failed ({status}); no snapshot written")))
+            Err(cairn::Error::Invalid(format!(
+                "command {name} failed ({status}); no snapshot written"
+            )))
         }
     });
-    let input = Input::Stream { name: a.stdin_filename.clone(), reader: Box::new(stdout), finish };
+    let input = Input::Stream {
+        name: a.stdin_filename.clone(),
+        reader: Box::new(stdout),
+        finish,
+    };
     let r = snapshot(repo, input, opts);
     if r.is_err() {
         let _ = child.borrow_mut().kill();
@@ -159,14 +192,26 @@ fn print_report(g: &Globals, r: &SnapshotReport) -> Result<()> {
     if g.json {
         return g.print_json(r);
     }
-    g.say(format!("files: {} new, {} changed, {} unmodified; {} dirs", r.files_new, r.files_changed, r.files_unmodified, r.dirs));
-    g.say(format!("read {}, added {} ({} stored) in {:.2}s", human(r.bytes_read), human(r.data_added), human(r.data_added_packed), r.duration_s));
+    g.say(format!(
+        "files: {} new, {} changed, {} unmodified; {} dirs",
+        r.files_new, r.files_changed, r.files_unmodified, r.dirs
+    ));
+    g.say(format!(
+        "read {}, added {} ({} stored) in {:.2}s",
+        human(r.bytes_read),
+        human(r.data_added),
+        human(r.data_added_packed),
+        r.duration_s
+    ));
     match &r.snapshot_id {
         Some(id) => g.say(format!("snapshot {} saved", id.short())),
         None => g.say("dry run: nothing written"),
     }
     if r.errors > 0 && !g.quiet {
-        eprintln!("cairn: {} entries could not be read and were skipped (listed above)", r.errors);
+        eprintln!(
+            "cairn: {} entries could not be read and were skipped (listed above)",
+            r.errors
+        );
     }
     Ok(())
 }

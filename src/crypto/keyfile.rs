@@ -29,7 +29,11 @@ pub struct KdfParams {
 impl Default for KdfParams {
     /// 64 MiB, 3 passes: about a quarter second on a current core.
     fn default() -> Self {
-        KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
+        KdfParams {
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 1,
+        }
     }
 }
 
@@ -99,7 +103,11 @@ impl KeyFile {
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             host: host.to_string(),
             user: user.to_string(),
-            kdf: Kdf { algorithm: "argon2id".into(), params, salt: hex::encode(salt) },
+            kdf: Kdf {
+                algorithm: "argon2id".into(),
+                params,
+                salt: hex::encode(salt),
+            },
             data: hex::encode(data),
         })
     }
@@ -110,12 +118,18 @@ impl KeyFile {
             return Err(KeyFileError::Version(self.version));
         }
         if self.kdf.algorithm != "argon2id" {
-            return Err(KeyFileError::Malformed(format!("unknown kdf {:?}", self.kdf.algorithm)));
+            return Err(KeyFileError::Malformed(format!(
+                "unknown kdf {:?}",
+                self.kdf.algorithm
+            )));
         }
-        let salt = hex::decode(&self.kdf.salt).map_err(|e| KeyFileError::Malformed(e.to_string()))?;
+        let salt =
+            hex::decode(&self.kdf.salt).map_err(|e| KeyFileError::Malformed(e.to_string()))?;
         let data = hex::decode(&self.data).map_err(|e| KeyFileError::Malformed(e.to_string()))?;
         let kek = derive(password, &salt, self.kdf.params)?;
-        let plain = Zeroizing::new(open_with(&kek, KEY_AAD, &data).map_err(|_| KeyFileError::WrongPassword)?);
+        let plain = Zeroizing::new(
+            open_with(&kek, KEY_AAD, &data).map_err(|_| KeyFileError::WrongPassword)?,
+        );
         let bytes: &[u8; 96] = plain
             .as_slice()
             .try_into()
@@ -141,7 +155,9 @@ impl KeyFile {
         // before a hostile key file gets that far.
         let p = k.kdf.params;
         if p.memory_kib > 4 * 1024 * 1024 || p.iterations > 100 || p.parallelism > 64 {
-            return Err(KeyFileError::Malformed("KDF parameters out of range".into()));
+            return Err(KeyFileError::Malformed(
+                "KDF parameters out of range".into(),
+            ));
         }
         Ok(k)
     }
@@ -152,7 +168,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const CHEAP: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+    const CHEAP: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
 
     #[test]
     fn wrap_unwrap() {
@@ -161,7 +181,10 @@ mod tests {
         let k2 = KeyFile::decode(&k.encode()).unwrap();
         assert_eq!(k, k2);
         assert_eq!(k2.unwrap_key(b"pw").unwrap().blob_id(b"a"), m.blob_id(b"a"));
-        assert!(matches!(k2.unwrap_key(b"nope"), Err(KeyFileError::WrongPassword)));
+        assert!(matches!(
+            k2.unwrap_key(b"nope"),
+            Err(KeyFileError::WrongPassword)
+        ));
     }
 
     #[test]
@@ -169,7 +192,10 @@ mod tests {
         let m = MasterKey::generate();
         let enc = KeyFile::wrap(&m, b"pw", CHEAP, "h", "u").unwrap().encode();
         for n in [0, 1, enc.len() / 2, enc.len() - 2] {
-            assert!(matches!(KeyFile::decode(&enc[..n]), Err(KeyFileError::Malformed(_))));
+            assert!(matches!(
+                KeyFile::decode(&enc[..n]),
+                Err(KeyFileError::Malformed(_))
+            ));
         }
     }
 

@@ -64,7 +64,11 @@ impl MasterKey {
 
     /// Rebuilds a key from its 96-byte serialisation (data ‖ id ‖ chunker).
     pub fn from_bytes(b: &[u8; 96]) -> Self {
-        let mut k = MasterKey { data: [0; 32], id: [0; 32], chunker: [0; 32] };
+        let mut k = MasterKey {
+            data: [0; 32],
+            id: [0; 32],
+            chunker: [0; 32],
+        };
         k.data.copy_from_slice(&b[..32]);
         k.id.copy_from_slice(&b[32..64]);
         k.chunker.copy_from_slice(&b[64..]);

@@ -11,16 +11,28 @@ use crate::tree::{Node, NodeKind};
 
 /// Lists the entries below `path` in the snapshot with root `root` (only direct children
 /// unless `recursive`). When `path` names a non-directory, lists that one entry.
-pub fn ls(repo: &Repository, root: &BlobId, path: &Path, recursive: bool, f: &mut dyn FnMut(&Path, &Node)) -> Result<()> {
+pub fn ls(
+    repo: &Repository,
+    root: &BlobId,
+    path: &Path,
+    recursive: bool,
+    f: &mut dyn FnMut(&Path, &Node),
+) -> Result<()> {
     let start = match find(repo, root, path)? {
         None => *root,
-        Some(n) if n.kind == NodeKind::Dir => n.subtree.ok_or_else(|| Error::corrupt(path.display().to_string(), "directory without subtree"))?,
+        Some(n) if n.kind == NodeKind::Dir => n.subtree.ok_or_else(|| {
+            Error::corrupt(path.display().to_string(), "directory without subtree")
+        })?,
         Some(n) => {
             f(path, &n);
             return Ok(());
         }
     };
-    let base = if path.as_os_str().is_empty() { PathBuf::from("/") } else { Path::new("/").join(path) };
+    let base = if path.as_os_str().is_empty() {
+        PathBuf::from("/")
+    } else {
+        Path::new("/").join(path)
+    };
     walk_from(repo, &start, &base, &mut |p, n| {
         f(p, n);
         Ok(recursive)
@@ -29,9 +41,14 @@ pub fn ls(repo: &Repository, root: &BlobId, path: &Path, recursive: bool, f: &mu
 
 /// Writes the content of the file at `path` to `out`, verifying every blob.
 pub fn dump(repo: &Repository, root: &BlobId, path: &Path, out: &mut dyn Write) -> Result<u64> {
-    let node = find(repo, root, path)?.ok_or_else(|| Error::Invalid("dump needs a file path, not the snapshot root".into()))?;
+    let node = find(repo, root, path)?
+        .ok_or_else(|| Error::Invalid("dump needs a file path, not the snapshot root".into()))?;
     if node.kind != NodeKind::File {
-        return Err(Error::Invalid(format!("{} is a {}, not a file", path.display(), node.kind.as_str())));
+        return Err(Error::Invalid(format!(
+            "{} is a {}, not a file",
+            path.display(),
+            node.kind.as_str()
+        )));
     }
     let mut n = 0;
     for id in &node.content {

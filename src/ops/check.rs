@@ -25,7 +25,7 @@ use crate::tree::NodeKind;
 pub enum DataSubset {
     /// Every pack.
     All,
-    /// Packs whose first id byte falls in group `n` of `t` (1-based), so that `1/t` … `t/t`
+    /// Packs whose id (first 32 bits) falls in group `n` of `t` (1-based), so that `1/t` … `t/t`
     /// on successive runs read the whole repository.
     Group(u32, u32),
     /// This fraction (0–1) of the packs, chosen at random.
@@ -36,14 +36,20 @@ impl DataSubset {
     /// Parses `N%` or `n/t`.
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
         if let Some(p) = s.strip_suffix('%') {
-            let f: f64 = p.trim().parse().map_err(|_| format!("bad percentage {s:?}"))?;
+            let f: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad percentage {s:?}"))?;
             if !(f > 0.0 && f <= 100.0) {
                 return Err(format!("percentage {s:?} must be in (0, 100]"));
             }
             return Ok(DataSubset::Fraction(f / 100.0));
         }
         if let Some((n, t)) = s.split_once('/') {
-            let (n, t): (u32, u32) = (n.trim().parse().map_err(|_| format!("bad subset {s:?}"))?, t.trim().parse().map_err(|_| format!("bad subset {s:?}"))?);
+            let (n, t): (u32, u32) = (
+                n.trim().parse().map_err(|_| format!("bad subset {s:?}"))?,
+                t.trim().parse().map_err(|_| format!("bad subset {s:?}"))?,
+            );
             if t == 0 || n == 0 || n > t {
                 return Err(format!("subset {s:?} must be n/t with 1 <= n <= t"));
             }
@@ -55,7 +61,10 @@ impl DataSubset {
     fn selects(&self, id: &PackId) -> bool {
         match *self {
             DataSubset::All => true,
-            DataSubset::Group(n, t) => u32::from(id.0[0]) * t / 256 == n - 1,
+            DataSubset::Group(n, t) => {
+                let x = u64::from(u32::from_be_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]));
+                x * u64::from(t) >> 32 == u64::from(n - 1)
+            }
             DataSubset::Fraction(f) => {
                 let mut b = [0u8; 4];
                 crate::crypto::random_bytes(&mut b);
@@ -103,12 +112,17 @@ pub struct CheckReport {
 /// Checks `repo`.
 pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     let mut rep = CheckReport::default();
-    let err = |rep: &mut CheckReport, what: String, problem: String| rep.errors.push(Finding { what, problem });
+    let err = |rep: &mut CheckReport, what: String, problem: String| {
+        rep.errors.push(Finding { what, problem })
+    };
     // Index files: rebuild the cache from them, verifying each; report the bad ones.
     repo.cache().clear()?;
     for (name, _) in repo.backend().list(FileKind::Index)? {
         let Ok(id) = name.parse() else {
-            rep.warnings.push(Finding { what: format!("index/{name}"), problem: "not a repository file name".into() });
+            rep.warnings.push(Finding {
+                what: format!("index/{name}"),
+                problem: "not a repository file name".into(),
+            });
             continue;
         };
         match repo.load_index(&id) {
@@ -117,14 +131,23 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
     // Packs: indexed ones must exist with the right size.
-    let stored: std::collections::HashMap<String, u64> = repo.backend().list(FileKind::Pack)?.into_iter().collect();
+    let stored: std::collections::HashMap<String, u64> =
+        repo.backend().list(FileKind::Pack)?.into_iter().collect();
     let indexed = repo.cache().packs()?;
     rep.packs = indexed.len() as u64;
     let indexed_names: HashSet<String> = indexed.iter().map(|p| p.0.to_hex()).collect();
     for (id, _, size) in &indexed {
         match stored.get(&id.to_hex()) {
-            None => err(&mut rep, format!("pack {id}"), "is indexed but missing".into()),
-            Some(s) if s != size => err(&mut rep, format!("pack {id}"), format!("has {s} bytes, the index says {size}")),
+            None => err(
+                &mut rep,
+                format!("pack {id}"),
+                "is indexed but missing".into(),
+            ),
+            Some(s) if s != size => err(
+                &mut rep,
+                format!("pack {id}"),
+                format!("has {s} bytes, the index says {size}"),
+            ),
             _ => {}
         }
     }
@@ -132,7 +155,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         if !indexed_names.contains(name) {
             rep.warnings.push(Finding {
                 what: format!("pack {name}"),
-                problem: "is not in any index (left by an interrupted run; the next snapshot adopts it)".into(),
+                problem:
+                    "is not in any index (left by an interrupted run; the next snapshot adopts it)"
+                        .into(),
             });
         }
     }
@@ -147,12 +172,24 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             }
         };
         rep.snapshots += 1;
-        check_tree(repo, &snap.tree, &format!("snapshot {}:/", sid.short()), &mut proven, &mut rep)?;
+        check_tree(
+            repo,
+            &snap.tree,
+            &format!("snapshot {}:/", sid.short()),
+            &mut proven,
+            &mut rep,
+        )?;
     }
     rep.trees = proven.len() as u64;
     if let Some(subset) = opts.read_data {
-        let chosen: Vec<_> = indexed.iter().filter(|p| subset.selects(&p.0) && stored.contains_key(&p.0.to_hex())).collect();
-        let results: Vec<(u64, Vec<Finding>)> = chosen.par_iter().map(|(id, _, size)| read_pack(repo, id, *size)).collect::<Result<_>>()?;
+        let chosen: Vec<_> = indexed
+            .iter()
+            .filter(|p| subset.selects(&p.0) && stored.contains_key(&p.0.to_hex()))
+            .collect();
+        let results: Vec<(u64, Vec<Finding>)> = chosen
+            .par_iter()
+            .map(|(id, _, size)| read_pack(repo, id, *size))
+            .collect::<Result<_>>()?;
         rep.packs_read = chosen.len() as u64;
         for (blobs, findings) in results {
             rep.blobs_read += blobs;
@@ -162,29 +199,54 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     Ok(rep)
 }
 
-fn check_tree(repo: &Repository, id: &BlobId, path: &str, proven: &mut HashSet<BlobId>, rep: &mut CheckReport) -> Result<()> {
+fn check_tree(
+    repo: &Repository,
+    id: &BlobId,
+    path: &str,
+    proven: &mut HashSet<BlobId>,
+    rep: &mut CheckReport,
+) -> Result<()> {
     if !proven.insert(*id) {
         return Ok(());
     }
     let tree = match repo.load_tree(id) {
         Ok(t) => t,
-        Err(e @ (Error::Corrupt { .. } | Error::BlobNotIndexed(_) | Error::Missing(_) | Error::Io { .. })) => {
-            rep.errors.push(Finding { what: format!("tree {} at {path}", id.short()), problem: e.to_string() });
+        Err(
+            e @ (Error::Corrupt { .. }
+            | Error::BlobNotIndexed(_)
+            | Error::Missing(_)
+            | Error::Io { .. }),
+        ) => {
+            rep.errors.push(Finding {
+                what: format!("tree {} at {path}", id.short()),
+                problem: e.to_string(),
+            });
             return Ok(());
         }
         Err(e) => return Err(e),
     };
     for n in &tree.nodes {
-        let p = format!("{}{}{}", path, if path.ends_with('/') { "" } else { "/" }, n.name_lossy());
+        let p = format!(
+            "{}{}{}",
+            path,
+            if path.ends_with('/') { "" } else { "/" },
+            n.name_lossy()
+        );
         for c in &n.content {
             if !repo.cache().contains(c)? {
-                rep.errors.push(Finding { what: p.clone(), problem: format!("data blob {} is not in any index", c.short()) });
+                rep.errors.push(Finding {
+                    what: p.clone(),
+                    problem: format!("data blob {} is not in any index", c.short()),
+                });
             }
         }
         if n.kind == NodeKind::Dir {
             match &n.subtree {
                 Some(sub) => check_tree(repo, sub, &p, proven, rep)?,
-                None => rep.errors.push(Finding { what: p, problem: "directory without a subtree".into() }),
+                None => rep.errors.push(Finding {
+                    what: p,
+                    problem: "directory without a subtree".into(),
+                }),
             }
         }
     }
@@ -197,15 +259,29 @@ fn read_pack(repo: &Repository, id: &PackId, size: u64) -> Result<(u64, Vec<Find
     let mut out = Vec::new();
     let bytes = match repo.backend().get(FileKind::Pack, &id.to_hex()) {
         Ok(b) => b,
-        Err(e) => return Ok((0, vec![Finding { what, problem: e.to_string() }])),
+        Err(e) => {
+            return Ok((
+                0,
+                vec![Finding {
+                    what,
+                    problem: e.to_string(),
+                }],
+            ));
+        }
     };
     if file_hash(&bytes) != id.0 {
-        out.push(Finding { what: what.clone(), problem: "content does not match its name (bit rot or tampering)".into() });
+        out.push(Finding {
+            what: what.clone(),
+            problem: "content does not match its name (bit rot or tampering)".into(),
+        });
     }
     let header = match read_header(repo.key(), &bytes, size.min(bytes.len() as u64)) {
         Ok(h) => h,
         Err(e) => {
-            out.push(Finding { what, problem: format!("header: {e}") });
+            out.push(Finding {
+                what,
+                problem: format!("header: {e}"),
+            });
             return Ok((0, out));
         }
     };
@@ -213,11 +289,23 @@ fn read_pack(repo: &Repository, id: &PackId, size: u64) -> Result<(u64, Vec<Find
     for e in &header.entries {
         let indexed = repo.locate(&e.id)?;
         if indexed.is_none() {
-            out.push(Finding { what: what.clone(), problem: format!("blob {} is in the pack but in no index", e.id.short()) });
+            out.push(Finding {
+                what: what.clone(),
+                problem: format!("blob {} is in the pack but in no index", e.id.short()),
+            });
         }
         let sealed = &bytes[e.offset as usize..(e.offset as usize + e.length as usize)];
-        if let Err(p) = open_blob(repo.key(), header.blob_type, &e.id, sealed, e.raw_len as usize) {
-            out.push(Finding { what: format!("blob {} in {what}", e.id.short()), problem: p });
+        if let Err(p) = open_blob(
+            repo.key(),
+            header.blob_type,
+            &e.id,
+            sealed,
+            e.raw_len as usize,
+        ) {
+            out.push(Finding {
+                what: format!("blob {} in {what}", e.id.short()),
+                problem: p,
+            });
         }
         n += 1;
     }

@@ -36,7 +36,10 @@ pub fn diff(repo: &Repository, a: &BlobId, b: &BlobId) -> Result<Vec<Change>> {
 }
 
 fn all(repo: &Repository, n: &Node, p: &Path, sign: &str, out: &mut Vec<Change>) -> Result<()> {
-    out.push(Change { change: sign.into(), path: p.display().to_string() });
+    out.push(Change {
+        change: sign.into(),
+        path: p.display().to_string(),
+    });
     if n.kind == NodeKind::Dir {
         for c in load(repo, n.subtree.as_ref())?.nodes {
             all(repo, &c, &p.join(OsStr::from_bytes(&c.name)), sign, out)?;
@@ -45,7 +48,13 @@ fn all(repo: &Repository, n: &Node, p: &Path, sign: &str, out: &mut Vec<Change>)
     Ok(())
 }
 
-fn diff_trees(repo: &Repository, a: Option<&BlobId>, b: Option<&BlobId>, base: &Path, out: &mut Vec<Change>) -> Result<()> {
+fn diff_trees(
+    repo: &Repository,
+    a: Option<&BlobId>,
+    b: Option<&BlobId>,
+    base: &Path,
+    out: &mut Vec<Change>,
+) -> Result<()> {
     if a == b {
         return Ok(());
     }
@@ -72,16 +81,28 @@ fn diff_trees(repo: &Repository, a: Option<&BlobId>, b: Option<&BlobId>, base: &
                 let (x, y) = (&ta.nodes[i], &tb.nodes[j]);
                 let p = base.join(OsStr::from_bytes(&x.name));
                 if x.kind != y.kind {
-                    out.push(Change { change: "T".into(), path: p.display().to_string() });
+                    out.push(Change {
+                        change: "T".into(),
+                        path: p.display().to_string(),
+                    });
                 } else if x.kind == NodeKind::Dir {
                     if meta_differs(x, y) {
-                        out.push(Change { change: "U".into(), path: p.display().to_string() });
+                        out.push(Change {
+                            change: "U".into(),
+                            path: p.display().to_string(),
+                        });
                     }
                     diff_trees(repo, x.subtree.as_ref(), y.subtree.as_ref(), &p, out)?;
                 } else if x.content != y.content || x.link_target != y.link_target {
-                    out.push(Change { change: "M".into(), path: p.display().to_string() });
+                    out.push(Change {
+                        change: "M".into(),
+                        path: p.display().to_string(),
+                    });
                 } else if meta_differs(x, y) {
-                    out.push(Change { change: "U".into(), path: p.display().to_string() });
+                    out.push(Change {
+                        change: "U".into(),
+                        path: p.display().to_string(),
+                    });
                 }
                 i += 1;
                 j += 1;

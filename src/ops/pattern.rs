@@ -24,14 +24,23 @@ impl PathPatterns {
         for p in patterns {
             if p.contains('/') {
                 let base = p.trim_end_matches('/');
-                paths.add(GlobBuilder::new(base).literal_separator(true).build().map_err(|e| bad(p, e))?);
+                paths.add(
+                    GlobBuilder::new(base)
+                        .literal_separator(true)
+                        .build()
+                        .map_err(|e| bad(p, e))?,
+                );
                 paths.add(Glob::new(&format!("{base}/**")).map_err(|e| bad(p, e))?);
             } else {
                 names.add(Glob::new(p).map_err(|e| bad(p, e))?);
             }
         }
         let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::Invalid(e.to_string()));
-        Ok(PathPatterns { names: build(names)?, paths: build(paths)?, empty: patterns.is_empty() })
+        Ok(PathPatterns {
+            names: build(names)?,
+            paths: build(paths)?,
+            empty: patterns.is_empty(),
+        })
     }
 
     /// True when no pattern was given.
@@ -57,7 +66,11 @@ mod tests {
         assert!(e.matches(Path::new("/data/cache"), OsStr::new("cache")));
         assert!(e.matches(Path::new("/data/cache/z"), OsStr::new("z")));
         assert!(!e.matches(Path::new("/data/cached"), OsStr::new("cached")));
-        assert!(!PathPatterns::new(&[]).unwrap().matches(Path::new("/a"), OsStr::new("a")));
+        assert!(
+            !PathPatterns::new(&[])
+                .unwrap()
+                .matches(Path::new("/a"), OsStr::new("a"))
+        );
         assert!(PathPatterns::new(&["[".into()]).is_err());
     }
 }

@@ -116,7 +116,12 @@ pub fn restore(repo: &Repository, root: &BlobId, opts: &RestoreOptions) -> Resul
     if !opts.dry_run {
         fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     }
-    r.restore_dir(root, Path::new("/"), &opts.target.clone(), r.include.is_empty())?;
+    r.restore_dir(
+        root,
+        Path::new("/"),
+        &opts.target.clone(),
+        r.include.is_empty(),
+    )?;
     let dirs = std::mem::take(&mut r.dirs);
     for (path, node) in &dirs {
         r.apply_meta(path, node);
@@ -136,15 +141,27 @@ impl Restorer<'_> {
     }
 
     fn error(&self, spath: &Path, e: impl std::fmt::Display) {
-        self.report().errors.push(PathError { path: lossy(spath), error: e.to_string() });
+        self.report().errors.push(PathError {
+            path: lossy(spath),
+            error: e.to_string(),
+        });
     }
 
     fn warn(&self, spath: &Path, e: impl std::fmt::Display) {
-        self.report().warnings.push(PathError { path: lossy(spath), error: e.to_string() });
+        self.report().warnings.push(PathError {
+            path: lossy(spath),
+            error: e.to_string(),
+        });
     }
 
     /// Restores one directory's contents; returns whether anything in it was selected.
-    fn restore_dir(&mut self, tree: &BlobId, spath: &Path, tpath: &Path, inherited: bool) -> Result<bool> {
+    fn restore_dir(
+        &mut self,
+        tree: &BlobId,
+        spath: &Path,
+        tpath: &Path,
+        inherited: bool,
+    ) -> Result<bool> {
         let t = match self.repo.load_tree(tree) {
             Ok(t) => t,
             Err(e) => {
@@ -184,11 +201,20 @@ impl Restorer<'_> {
         if any && !self.opts.dry_run {
             fs::create_dir_all(tpath).map_err(|e| Error::io(tpath, e))?;
         }
-        let (linked, single): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(_, _, n)| n.kind == NodeKind::File && n.nlink > 1);
-        single.par_iter().for_each(|(s, tp, n)| self.restore_node(s, tp, n));
+        let (linked, single): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .partition(|(_, _, n)| n.kind == NodeKind::File && n.nlink > 1);
+        single
+            .par_iter()
+            .for_each(|(s, tp, n)| self.restore_node(s, tp, n));
         for (s, tp, n) in &linked {
             let key = (n.device, n.inode);
-            let first = self.links.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+            let first = self
+                .links
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned();
             match first {
                 Some(first) if !self.opts.dry_run => {
                     if self.clear_target(s, tp, n) {
@@ -201,7 +227,10 @@ impl Restorer<'_> {
                 Some(_) => self.report().others += 1,
                 None => {
                     self.restore_node(s, tp, n);
-                    self.links.lock().unwrap_or_else(|e| e.into_inner()).insert(key, tp.clone());
+                    self.links
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, tp.clone());
                 }
             }
         }
@@ -210,8 +239,13 @@ impl Restorer<'_> {
 
     /// Applies the overwrite policy; true when `tp` is free to be written.
     fn clear_target(&self, s: &Path, tp: &Path, n: &Node) -> bool {
-        let Ok(m) = fs::symlink_metadata(tp) else { return true };
-        let same = m.is_file() && n.kind == NodeKind::File && m.len() == n.size && to_ns(m.mtime(), m.mtime_nsec()) == n.mtime_ns;
+        let Ok(m) = fs::symlink_metadata(tp) else {
+            return true;
+        };
+        let same = m.is_file()
+            && n.kind == NodeKind::File
+            && m.len() == n.size
+            && to_ns(m.mtime(), m.mtime_nsec()) == n.mtime_ns;
         match self.opts.overwrite {
             Overwrite::Never => {
                 self.report().skipped += 1;
@@ -223,7 +257,11 @@ impl Restorer<'_> {
             }
             _ => {}
         }
-        let r = if m.is_dir() { fs::remove_dir_all(tp) } else { fs::remove_file(tp) };
+        let r = if m.is_dir() {
+            fs::remove_dir_all(tp)
+        } else {
+            fs::remove_file(tp)
+        };
         if let Err(e) = r {
             self.error(s, e);
             return false;
@@ -247,11 +285,26 @@ impl Restorer<'_> {
         }
         let res = match n.kind {
             NodeKind::File => self.write_file(tp, n),
-            NodeKind::Symlink => std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&n.link_target), tp).map_err(|e| e.to_string()),
-            NodeKind::Fifo => nix::unistd::mkfifo(tp, nix::sys::stat::Mode::from_bits_truncate(n.mode & 0o777)).map_err(|e| e.to_string()),
+            NodeKind::Symlink => {
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&n.link_target), tp)
+                    .map_err(|e| e.to_string())
+            }
+            NodeKind::Fifo => {
+                nix::unistd::mkfifo(tp, nix::sys::stat::Mode::from_bits_truncate(n.mode & 0o777))
+                    .map_err(|e| e.to_string())
+            }
             NodeKind::CharDevice | NodeKind::BlockDevice => {
-                let kind = if n.kind == NodeKind::CharDevice { nix::sys::stat::SFlag::S_IFCHR } else { nix::sys::stat::SFlag::S_IFBLK };
-                match nix::sys::stat::mknod(tp, kind, nix::sys::stat::Mode::from_bits_truncate(n.mode & 0o777), n.rdev as _) {
+                let kind = if n.kind == NodeKind::CharDevice {
+                    nix::sys::stat::SFlag::S_IFCHR
+                } else {
+                    nix::sys::stat::SFlag::S_IFBLK
+                };
+                match nix::sys::stat::mknod(
+                    tp,
+                    kind,
+                    nix::sys::stat::Mode::from_bits_truncate(n.mode & 0o777),
+                    n.rdev as _,
+                ) {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         self.warn(s, format!("cannot create device node: {e}"));
@@ -284,7 +337,12 @@ impl Restorer<'_> {
     }
 
     fn write_file(&self, tp: &Path, n: &Node) -> Result<(), String> {
-        let f = OpenOptions::new().write(true).create(true).truncate(true).open(tp).map_err(|e| e.to_string())?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tp)
+            .map_err(|e| e.to_string())?;
         f.set_len(n.size).map_err(|e| e.to_string())?;
         let mut off = 0u64;
         for id in &n.content {
@@ -295,7 +353,10 @@ impl Restorer<'_> {
             off += data.len() as u64;
         }
         if off != n.size {
-            return Err(format!("content adds up to {off} bytes but the file had {}", n.size));
+            return Err(format!(
+                "content adds up to {off} bytes but the file had {}",
+                n.size
+            ));
         }
         Ok(())
     }
@@ -303,7 +364,11 @@ impl Restorer<'_> {
     fn verify_file(&self, tp: &Path, n: &Node) -> Result<(), String> {
         let mut f = fs::File::open(tp).map_err(|e| e.to_string())?;
         for id in &n.content {
-            let loc = self.repo.locate(id).map_err(|e| e.to_string())?.ok_or("blob not indexed")?;
+            let loc = self
+                .repo
+                .locate(id)
+                .map_err(|e| e.to_string())?
+                .ok_or("blob not indexed")?;
             let mut buf = vec![0u8; loc.raw_len as usize];
             f.read_exact(&mut buf).map_err(|e| e.to_string())?;
             if self.repo.key().blob_id(&buf) != *id {
@@ -336,16 +401,25 @@ impl Restorer<'_> {
         }
         for x in &n.xattrs {
             if let Err(e) = xattr::set(tp, std::ffi::OsStr::from_bytes(&x.name), &x.value) {
-                self.warn(tp, format!("cannot set extended attribute {}: {e}", String::from_utf8_lossy(&x.name)));
+                self.warn(
+                    tp,
+                    format!(
+                        "cannot set extended attribute {}: {e}",
+                        String::from_utf8_lossy(&x.name)
+                    ),
+                );
             }
         }
         if n.kind == NodeKind::Dir && n.mtime_ns == 0 && n.ctime_ns == 0 {
             // A directory on the way to a snapshot path: its times were not recorded.
             return;
         }
-        let mtime = filetime::FileTime::from_unix_time(n.mtime_ns.div_euclid(1_000_000_000), n.mtime_ns.rem_euclid(1_000_000_000) as u32);
-        let r = if is_link { filetime::set_symlink_file_times(tp, mtime, mtime) } else { filetime::set_file_times(tp, mtime, mtime) };
-        if let Err(e) = r {
+        let mtime = filetime::FileTime::from_unix_time(
+            n.mtime_ns.div_euclid(1_000_000_000),
+            n.mtime_ns.rem_euclid(1_000_000_000) as u32,
+        );
+        // Path-based and not following symlinks: never opens the entry (a FIFO would block).
+        if let Err(e) = filetime::set_symlink_file_times(tp, mtime, mtime) {
             self.warn(tp, format!("cannot set times: {e}"));
         }
     }

@@ -134,7 +134,10 @@ struct Excludes {
 
 impl Excludes {
     fn new(patterns: &[String], if_present: &[String]) -> Result<Self> {
-        Ok(Excludes { patterns: PathPatterns::new(patterns)?, if_present: if_present.iter().map(OsString::from).collect() })
+        Ok(Excludes {
+            patterns: PathPatterns::new(patterns)?,
+            if_present: if_present.iter().map(OsString::from).collect(),
+        })
     }
 
     fn excluded(&self, path: &Path, name: &OsStr) -> bool {
@@ -164,14 +167,19 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
     // Resolve `.`/`..` and symlinks in the parent, but keep a final symlink as itself.
     match (abs.parent(), abs.file_name()) {
-        (Some(parent), Some(name)) => Ok(std::fs::canonicalize(parent).map_err(|e| Error::io(parent, e))?.join(name)),
+        (Some(parent), Some(name)) => Ok(std::fs::canonicalize(parent)
+            .map_err(|e| Error::io(parent, e))?
+            .join(name)),
         _ => std::fs::canonicalize(&abs).map_err(|e| Error::io(&abs, e)),
     }
 }
 
 impl<'r, 'o> Archiver<'r, 'o> {
     fn report(&mut self, path: &Path, e: impl std::fmt::Display) {
-        self.errors.push(SourceError { path: path.display().to_string(), error: e.to_string() });
+        self.errors.push(SourceError {
+            path: path.display().to_string(),
+            error: e.to_string(),
+        });
     }
 
     /// Archives the trie below `dir` (an absolute path), returning its tree id.
@@ -192,7 +200,13 @@ impl<'r, 'o> Archiver<'r, 'o> {
         self.saver.save(BlobType::Tree, &tree.encode())
     }
 
-    fn intermediate(&mut self, path: &Path, name: &OsStr, trie: &PathTrie, pnode: Option<&Node>) -> Result<Option<Node>> {
+    fn intermediate(
+        &mut self,
+        path: &Path,
+        name: &OsStr,
+        trie: &PathTrie,
+        pnode: Option<&Node>,
+    ) -> Result<Option<Node>> {
         let m = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) => {
@@ -207,11 +221,12 @@ impl<'r, 'o> Archiver<'r, 'o> {
                 return Ok(None);
             }
         };
-        // Only part of this directory is stored, so its times describe entries that are not
-        // in the snapshot; zeroing them keeps an unchanged source's trees identical when a
+        // Only part of this directory is stored, so its times and link count describe entries
+        // that are not in the snapshot; zeroing them keeps an unchanged source's trees identical when a
         // sibling of the source changes (restore leaves such directories' times alone).
         node.mtime_ns = 0;
         node.ctime_ns = 0;
+        node.nlink = 0;
         let ptree = self.parent_subtree(pnode);
         node.subtree = Some(self.save_trie(path, trie, ptree.as_ref())?);
         self.summary.dirs += 1;
@@ -223,7 +238,13 @@ impl<'r, 'o> Archiver<'r, 'o> {
         self.repo.load_tree(&id).ok()
     }
 
-    fn archive_entry(&mut self, path: &Path, name: &OsStr, pnode: Option<&Node>, parent_dev: Option<u64>) -> Result<Option<Node>> {
+    fn archive_entry(
+        &mut self,
+        path: &Path,
+        name: &OsStr,
+        pnode: Option<&Node>,
+        parent_dev: Option<u64>,
+    ) -> Result<Option<Node>> {
         if self.excludes.excluded(path, name) {
             return Ok(None);
         }
@@ -244,7 +265,12 @@ impl<'r, 'o> Archiver<'r, 'o> {
         match node.kind {
             NodeKind::Dir => {
                 let cross = self.opts.one_file_system && parent_dev.is_some_and(|d| d != m.dev());
-                if self.excludes.if_present.iter().any(|f| path.join(f).symlink_metadata().is_ok()) {
+                if self
+                    .excludes
+                    .if_present
+                    .iter()
+                    .any(|f| path.join(f).symlink_metadata().is_ok())
+                {
                     return Ok(None);
                 }
                 let subtree = if cross {
@@ -271,7 +297,10 @@ impl<'r, 'o> Archiver<'r, 'o> {
 
     /// Archives a directory's entries; `None` when the directory cannot be listed.
     fn save_dir(&mut self, path: &Path, dev: u64, parent: Option<&Tree>) -> Result<Option<BlobId>> {
-        let entries = match std::fs::read_dir(path).and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect::<std::io::Result<Vec<_>>>()) {
+        let entries = match std::fs::read_dir(path).and_then(|rd| {
+            rd.map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<Vec<_>>>()
+        }) {
             Ok(v) => v,
             Err(e) => {
                 self.report(path, e);
@@ -344,23 +373,40 @@ impl<'r, 'o> Archiver<'r, 'o> {
         let mut content = Vec::new();
         let n = self.store_stream(&f, &mut content)?;
         let after = f.metadata()?;
-        if n != node.size || after.len() != node.size || to_ns(after.mtime(), after.mtime_nsec()) != node.mtime_ns {
-            return Err(ReadError::Source(std::io::Error::other("file changed while it was read; skipped")));
+        if n != node.size
+            || after.len() != node.size
+            || to_ns(after.mtime(), after.mtime_nsec()) != node.mtime_ns
+            || to_ns(after.ctime(), after.ctime_nsec()) != node.ctime_ns
+        {
+            return Err(ReadError::Source(std::io::Error::other(
+                "file changed while it was read; skipped",
+            )));
         }
         Ok(content)
     }
 
     fn store_stream(&mut self, r: impl Read, content: &mut Vec<BlobId>) -> Result<u64, ReadError> {
         let chunker = self.repo.chunker();
-        let n = for_each_window(r, chunker, |buf, ranges| self.store_chunks(buf, ranges, content).map_err(ReadError::Repo))?;
+        let n = for_each_window(r, chunker, |buf, ranges| {
+            self.store_chunks(buf, ranges, content)
+                .map_err(ReadError::Repo)
+        })?;
         self.summary.bytes_read += n;
         Ok(n)
     }
 
-    fn store_chunks(&mut self, buf: &[u8], ranges: Vec<Range<usize>>, content: &mut Vec<BlobId>) -> Result<()> {
+    fn store_chunks(
+        &mut self,
+        buf: &[u8],
+        ranges: Vec<Range<usize>>,
+        content: &mut Vec<BlobId>,
+    ) -> Result<()> {
         let key = self.repo.key();
         let compression = self.repo.config().compression;
-        let ids: Vec<BlobId> = ranges.par_iter().map(|r| key.blob_id(&buf[r.clone()])).collect();
+        let ids: Vec<BlobId> = ranges
+            .par_iter()
+            .map(|r| key.blob_id(&buf[r.clone()]))
+            .collect();
         let mut batch = HashSet::new();
         let mut todo = Vec::new();
         for (r, id) in ranges.iter().zip(&ids) {
@@ -370,7 +416,13 @@ impl<'r, 'o> Archiver<'r, 'o> {
         }
         let sealed: Vec<(BlobId, Vec<u8>, usize)> = todo
             .par_iter()
-            .map(|(r, id)| (*id, seal_blob(key, BlobType::Data, id, &buf[r.clone()], compression), r.len()))
+            .map(|(r, id)| {
+                (
+                    *id,
+                    seal_blob(key, BlobType::Data, id, &buf[r.clone()], compression),
+                    r.len(),
+                )
+            })
             .collect();
         for (id, s, n) in sealed {
             self.saver.add_sealed(BlobType::Data, id, &s, n)?;
@@ -398,7 +450,12 @@ fn build_trie(paths: &[PathBuf]) -> PathTrie {
     root
 }
 
-fn find_parent(repo: &Repository, opts: &SnapshotOptions, host: &str, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
+fn find_parent(
+    repo: &Repository,
+    opts: &SnapshotOptions,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
     if let Some(r) = &opts.parent {
         return repo.resolve_snapshot(r).map(Some);
     }
@@ -414,12 +471,18 @@ fn find_parent(repo: &Repository, opts: &SnapshotOptions, host: &str, paths: &[S
 /// Takes a snapshot of `input` into `repo`.
 /// On a dry-run repository (`Repository::into_dry_run`) everything is read and counted and
 /// nothing is written.
-pub fn snapshot(repo: &Repository, input: Input<'_>, opts: &SnapshotOptions) -> Result<SnapshotReport> {
+pub fn snapshot(
+    repo: &Repository,
+    input: Input<'_>,
+    opts: &SnapshotOptions,
+) -> Result<SnapshotReport> {
     let started = Instant::now();
     let dry_run = repo.is_dry_run();
     let (host, user) = crate::repo::whoami();
     let host = opts.host.clone().unwrap_or(host);
     if !dry_run {
+        // Repair around what a killed run left: its temporary files and its unindexed packs.
+        repo.backend().remove_stale_temps()?;
         repo.adopt_unindexed_packs()?;
     }
     let mut a = Archiver {
@@ -438,17 +501,26 @@ pub fn snapshot(repo: &Repository, input: Input<'_>, opts: &SnapshotOptions) -> 
             for p in &paths {
                 let a = absolute(p)?;
                 if let Err(e) = std::fs::symlink_metadata(&a) {
-                    return Err(Error::Invalid(format!("source path {} cannot be read: {e}", p.display())));
+                    return Err(Error::Invalid(format!(
+                        "source path {} cannot be read: {e}",
+                        p.display()
+                    )));
                 }
                 abs.push(a);
             }
             if abs.is_empty() {
-                return Err(Error::Invalid("nothing to snapshot: give at least one path".into()));
+                return Err(Error::Invalid(
+                    "nothing to snapshot: give at least one path".into(),
+                ));
             }
             abs.sort();
             abs.dedup();
             let strs: Vec<String> = abs.iter().map(|p| p.display().to_string()).collect();
-            let parent = if opts.force { None } else { find_parent(repo, opts, &host, &strs)? };
+            let parent = if opts.force {
+                None
+            } else {
+                find_parent(repo, opts, &host, &strs)?
+            };
             let ptree = match &parent {
                 Some((_, s)) => Some(repo.load_tree(&s.tree)?),
                 None => None,
@@ -466,9 +538,15 @@ pub fn snapshot(repo: &Repository, input: Input<'_>, opts: &SnapshotOptions) -> 
             };
             (strs, tree, parent)
         }
-        Input::Stream { name, reader, finish } => {
+        Input::Stream {
+            name,
+            reader,
+            finish,
+        } => {
             if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return Err(Error::Invalid(format!("stdin file name {name:?} must be a plain file name")));
+                return Err(Error::Invalid(format!(
+                    "stdin file name {name:?} must be a plain file name"
+                )));
             }
             let strs = vec![format!("/{name}")];
             let parent = find_parent(repo, opts, &host, &strs)?;
@@ -503,7 +581,12 @@ pub fn snapshot(repo: &Repository, input: Input<'_>, opts: &SnapshotOptions) -> 
             (strs, id, parent)
         }
     };
-    let Archiver { saver, mut summary, errors, .. } = a;
+    let Archiver {
+        saver,
+        mut summary,
+        errors,
+        ..
+    } = a;
     summary.data_added = saver.data_added;
     summary.data_added_packed = saver.data_added_packed;
     summary.errors = errors.len() as u64;
@@ -522,7 +605,11 @@ pub fn snapshot(repo: &Repository, input: Input<'_>, opts: &SnapshotOptions) -> 
         summary: summary.clone(),
     };
     // Last: the snapshot file, once everything it references is durable and indexed.
-    let snapshot_id = if dry_run { None } else { Some(repo.save_snapshot(&snap)?) };
+    let snapshot_id = if dry_run {
+        None
+    } else {
+        Some(repo.save_snapshot(&snap)?)
+    };
     Ok(SnapshotReport {
         snapshot_id,
         parent: snap.parent,
@@ -546,7 +633,11 @@ mod tests {
 
     #[test]
     fn trie_drops_paths_below_requested_ones() {
-        let t = build_trie(&[PathBuf::from("/a/b"), PathBuf::from("/a/b/c"), PathBuf::from("/a/d")]);
+        let t = build_trie(&[
+            PathBuf::from("/a/b"),
+            PathBuf::from("/a/b/c"),
+            PathBuf::from("/a/d"),
+        ]);
         let a = &t.children[OsStr::new("a")];
         assert!(!a.requested);
         assert!(a.children[OsStr::new("b")].requested);

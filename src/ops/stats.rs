@@ -28,7 +28,9 @@ pub struct Stats {
     pub raw_size: u64,
     /// Stored (compressed, sealed) size of the distinct blobs.
     pub stored_size: u64,
-    /// `restore_size / raw_size`: how much dedup saved.
+    /// Plaintext size of the distinct data blobs (file content after dedup).
+    pub data_size: u64,
+    /// `restore_size / data_size`: how much dedup saved.
     pub dedup_ratio: f64,
     /// `raw_size / stored_size`: how much compression saved.
     pub compression_ratio: f64,
@@ -69,7 +71,10 @@ pub fn stats(repo: &Repository, roots: Option<&[BlobId]>) -> Result<Stats> {
         }
         for (t, n, raw, stored) in repo.cache().totals()? {
             match t {
-                BlobType::Data => s.data_blobs = n,
+                BlobType::Data => {
+                    s.data_blobs = n;
+                    s.data_size = raw;
+                }
                 BlobType::Tree => s.tree_blobs = n,
             }
             s.raw_size += raw;
@@ -83,10 +88,13 @@ pub fn stats(repo: &Repository, roots: Option<&[BlobId]>) -> Result<Stats> {
             if let Some(l) = repo.locate(id)? {
                 s.raw_size += u64::from(l.raw_len);
                 s.stored_size += u64::from(l.length);
+                if l.blob_type == BlobType::Data {
+                    s.data_size += u64::from(l.raw_len);
+                }
             }
         }
     }
-    s.dedup_ratio = ratio(s.restore_size, s.raw_size);
+    s.dedup_ratio = ratio(s.restore_size, s.data_size);
     s.compression_ratio = ratio(s.raw_size, s.stored_size);
     Ok(s)
 }

@@ -10,12 +10,21 @@ use crate::tree::{Node, NodeKind};
 
 /// Visits every node below the tree `root` depth-first in name order, with its path inside
 /// the snapshot (starting with `/`). `f` returns whether to descend into a directory.
-pub fn walk(repo: &Repository, root: &BlobId, f: &mut dyn FnMut(&Path, &Node) -> Result<bool>) -> Result<()> {
+pub fn walk(
+    repo: &Repository,
+    root: &BlobId,
+    f: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
+) -> Result<()> {
     walk_from(repo, root, Path::new("/"), f)
 }
 
 /// Like [`walk`], with node paths starting at `base`.
-pub fn walk_from(repo: &Repository, tree: &BlobId, base: &Path, f: &mut dyn FnMut(&Path, &Node) -> Result<bool>) -> Result<()> {
+pub fn walk_from(
+    repo: &Repository,
+    tree: &BlobId,
+    base: &Path,
+    f: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
+) -> Result<()> {
     let t = repo.load_tree(tree)?;
     for n in &t.nodes {
         let p = base.join(std::ffi::OsStr::from_bytes(&n.name));
@@ -38,14 +47,26 @@ pub fn find(repo: &Repository, root: &BlobId, path: &Path) -> Result<Option<Node
         let name = match c {
             Component::RootDir | Component::CurDir => continue,
             Component::Normal(n) => n,
-            _ => return Err(Error::Invalid(format!("{} must be a plain path inside the snapshot", path.display()))),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{} must be a plain path inside the snapshot",
+                    path.display()
+                )));
+            }
         };
         if let Some(n) = &node {
-            tree_id = n.subtree.filter(|_| n.kind == NodeKind::Dir).ok_or_else(|| Error::PathNotInSnapshot(path.display().to_string()))?;
+            tree_id = n
+                .subtree
+                .filter(|_| n.kind == NodeKind::Dir)
+                .ok_or_else(|| Error::PathNotInSnapshot(path.display().to_string()))?;
         }
         walked.push(name);
         let t = repo.load_tree(&tree_id)?;
-        node = Some(t.get(name.as_bytes()).cloned().ok_or_else(|| Error::PathNotInSnapshot(walked.display().to_string()))?);
+        node = Some(
+            t.get(name.as_bytes())
+                .cloned()
+                .ok_or_else(|| Error::PathNotInSnapshot(walked.display().to_string()))?,
+        );
     }
     Ok(node)
 }

@@ -77,14 +77,28 @@ fn blob_aad(t: BlobType, id: &BlobId) -> [u8; 33] {
 }
 
 /// Compresses and seals one blob.
-pub fn seal_blob(key: &MasterKey, t: BlobType, id: &BlobId, data: &[u8], c: Compression) -> Vec<u8> {
+pub fn seal_blob(
+    key: &MasterKey,
+    t: BlobType,
+    id: &BlobId,
+    data: &[u8],
+    c: Compression,
+) -> Vec<u8> {
     key.seal(&blob_aad(t, id), &frame(data, c))
 }
 
 /// Opens one blob and proves its id: the seal must authenticate under (type, id) and the
 /// keyed hash of the plaintext must equal `id`.
-pub fn open_blob(key: &MasterKey, t: BlobType, id: &BlobId, sealed: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
-    let framed = key.open(&blob_aad(t, id), sealed).map_err(|e| e.to_string())?;
+pub fn open_blob(
+    key: &MasterKey,
+    t: BlobType,
+    id: &BlobId,
+    sealed: &[u8],
+    raw_len: usize,
+) -> Result<Vec<u8>, String> {
+    let framed = key
+        .open(&blob_aad(t, id), sealed)
+        .map_err(|e| e.to_string())?;
     let data = unframe(&framed, raw_len)?;
     if data.len() != raw_len {
         return Err(format!("length {} instead of {raw_len}", data.len()));
@@ -103,7 +117,12 @@ pub fn seal_file(key: &MasterKey, aad: &[u8], payload: &[u8], c: Compression) ->
 }
 
 /// Opens what [`seal_file`] wrote. `max_len` bounds decompression (hostile input).
-pub fn open_file(key: &MasterKey, aad: &[u8], bytes: &[u8], max_len: usize) -> Result<Vec<u8>, String> {
+pub fn open_file(
+    key: &MasterKey,
+    aad: &[u8],
+    bytes: &[u8],
+    max_len: usize,
+) -> Result<Vec<u8>, String> {
     match bytes.split_first() {
         Some((1, rest)) => {
             let framed = key.open(aad, rest).map_err(|e| e.to_string())?;
@@ -125,7 +144,10 @@ mod tests {
         let id = k.blob_id(&data);
         for c in [Compression::Off, Compression::Auto, Compression::Level(1)] {
             let s = seal_blob(&k, BlobType::Data, &id, &data, c);
-            assert_eq!(open_blob(&k, BlobType::Data, &id, &s, data.len()).unwrap(), data);
+            assert_eq!(
+                open_blob(&k, BlobType::Data, &id, &s, data.len()).unwrap(),
+                data
+            );
             assert!(open_blob(&k, BlobType::Tree, &id, &s, data.len()).is_err());
             let other = k.blob_id(b"x");
             assert!(open_blob(&k, BlobType::Data, &other, &s, data.len()).is_err());

@@ -50,29 +50,33 @@ impl Cache {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let wrap = |source| Error::Cache { path: path.to_path_buf(), source };
+        let wrap = |source| Error::Cache {
+            path: path.to_path_buf(),
+            source,
+        };
         let conn = Connection::open(path).map_err(wrap)?;
-        conn.busy_timeout(std::time::Duration::from_secs(60)).map_err(wrap)?;
+        conn.busy_timeout(std::time::Duration::from_secs(60))
+            .map_err(wrap)?;
         conn.execute_batch(SCHEMA).map_err(wrap)?;
-        Ok(Cache { conn, path: path.to_path_buf() })
-    }
-
-    /// An in-memory cache (for `check`, which must not trust the on-disk one, and tests).
-    pub fn in_memory() -> Result<Self> {
-        let path = PathBuf::from(":memory:");
-        let wrap = |source| Error::Cache { path: path.clone(), source };
-        let conn = Connection::open_in_memory().map_err(wrap)?;
-        conn.execute_batch(SCHEMA).map_err(wrap)?;
-        Ok(Cache { conn, path })
+        Ok(Cache {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
     fn err(&self, source: rusqlite::Error) -> Error {
-        Error::Cache { path: self.path.clone(), source }
+        Error::Cache {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Ids of the index files already mirrored.
     pub fn known_index_files(&self) -> Result<Vec<IndexId>> {
-        let mut st = self.conn.prepare("SELECT id FROM index_files").map_err(|e| self.err(e))?;
+        let mut st = self
+            .conn
+            .prepare("SELECT id FROM index_files")
+            .map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| r.get::<_, Vec<u8>>(0))
             .map_err(|e| self.err(e))?
@@ -84,22 +88,39 @@ impl Cache {
     /// Records one index file and all its entries in a single transaction.
     pub fn add_index_file(&mut self, id: &IndexId, f: &IndexFile) -> Result<()> {
         let path = self.path.clone();
-        let wrap = |source| Error::Cache { path: path.clone(), source };
+        let wrap = |source| Error::Cache {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(wrap)?;
         {
             let mut pk = tx
-                .prepare_cached("INSERT OR REPLACE INTO packs (id, blob_type, size) VALUES (?1, ?2, ?3)")
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO packs (id, blob_type, size) VALUES (?1, ?2, ?3)",
+                )
                 .map_err(wrap)?;
             let mut bl = tx
                 .prepare_cached("INSERT OR IGNORE INTO blobs (id, pack, offset, length, raw_len) VALUES (?1, ?2, ?3, ?4, ?5)")
                 .map_err(wrap)?;
             for p in &f.packs {
-                pk.execute(params![&p.id.0[..], p.blob_type as u8, p.size as i64]).map_err(wrap)?;
+                pk.execute(params![&p.id.0[..], p.blob_type as u8, p.size as i64])
+                    .map_err(wrap)?;
                 for b in &p.blobs {
-                    bl.execute(params![&b.id.0[..], &p.id.0[..], b.offset, b.length, b.raw_len]).map_err(wrap)?;
+                    bl.execute(params![
+                        &b.id.0[..],
+                        &p.id.0[..],
+                        b.offset,
+                        b.length,
+                        b.raw_len
+                    ])
+                    .map_err(wrap)?;
                 }
             }
-            tx.execute("INSERT OR IGNORE INTO index_files (id) VALUES (?1)", params![&id.0[..]]).map_err(wrap)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO index_files (id) VALUES (?1)",
+                params![&id.0[..]],
+            )
+            .map_err(wrap)?;
         }
         tx.commit().map_err(wrap)
     }
@@ -120,7 +141,13 @@ impl Cache {
             )
             .map_err(|e| self.err(e))?;
         st.query_row(params![&id.0[..]], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u8>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, u8>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))
         })
         .optional()
         .map_err(|e| self.err(e))
@@ -139,25 +166,42 @@ impl Cache {
 
     /// True when the blob is indexed.
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        let mut st = self.conn.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1").map_err(|e| self.err(e))?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
         st.exists(params![&id.0[..]]).map_err(|e| self.err(e))
     }
 
     /// Every indexed pack with its type and expected size, in id order.
     pub fn packs(&self) -> Result<Vec<(PackId, BlobType, u64)>> {
-        let mut st = self.conn.prepare("SELECT id, blob_type, size FROM packs ORDER BY id").map_err(|e| self.err(e))?;
+        let mut st = self
+            .conn
+            .prepare("SELECT id, blob_type, size FROM packs ORDER BY id")
+            .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u8>(1)?, r.get::<_, i64>(2)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
             .map_err(|e| self.err(e))?
             .filter_map(|r| r.ok())
-            .filter_map(|(id, t, s)| Some((PackId::from_slice(&id)?, BlobType::from_u8(t)?, s as u64)))
+            .filter_map(|(id, t, s)| {
+                Some((PackId::from_slice(&id)?, BlobType::from_u8(t)?, s as u64))
+            })
             .collect();
         Ok(rows)
     }
 
     /// True when the pack is named by some mirrored index file.
     pub fn has_pack(&self, id: &PackId) -> Result<bool> {
-        let mut st = self.conn.prepare_cached("SELECT 1 FROM packs WHERE id = ?1").map_err(|e| self.err(e))?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT 1 FROM packs WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
         st.exists(params![&id.0[..]]).map_err(|e| self.err(e))
     }
 
@@ -168,10 +212,19 @@ impl Cache {
             .prepare("SELECT p.blob_type, COUNT(*), SUM(b.raw_len), SUM(b.length) FROM blobs b JOIN packs p ON p.id = b.pack GROUP BY p.blob_type")
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, u8>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, u8>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
             .map_err(|e| self.err(e))?
             .filter_map(|r| r.ok())
-            .filter_map(|(t, n, raw, len)| Some((BlobType::from_u8(t)?, n as u64, raw as u64, len as u64)))
+            .filter_map(|(t, n, raw, len)| {
+                Some((BlobType::from_u8(t)?, n as u64, raw as u64, len as u64))
+            })
             .collect();
         Ok(rows)
     }
@@ -192,7 +245,12 @@ mod tests {
                 id: PackId([1; 32]),
                 size: 500,
                 blob_type: BlobType::Tree,
-                blobs: vec![PackEntry { id: BlobId([2; 32]), offset: 10, length: 50, raw_len: 20 }],
+                blobs: vec![PackEntry {
+                    id: BlobId([2; 32]),
+                    offset: 10,
+                    length: 50,
+                    raw_len: 20,
+                }],
             }],
         };
         c.add_index_file(&IndexId([9; 32]), &f).unwrap();

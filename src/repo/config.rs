@@ -30,7 +30,9 @@ impl Compression {
             "auto" => Ok(Compression::Auto),
             n => match n.parse::<i32>() {
                 Ok(l) if (1..=22).contains(&l) => Ok(Compression::Level(l)),
-                _ => Err(format!("compression must be off, auto or a zstd level 1-22, not {n:?}")),
+                _ => Err(format!(
+                    "compression must be off, auto or a zstd level 1-22, not {n:?}"
+                )),
             },
         }
     }
@@ -65,7 +67,13 @@ impl Config {
     pub fn new(chunker: ChunkerParams, compression: Compression) -> Self {
         let mut id = [0u8; 32];
         crate::crypto::random_bytes(&mut id);
-        Config { version: FORMAT_VERSION, id: hex::encode(id), chunker, compression, pack_size: 16 << 20 }
+        Config {
+            version: FORMAT_VERSION,
+            id: hex::encode(id),
+            chunker,
+            compression,
+            pack_size: 16 << 20,
+        }
     }
 
     /// JSON bytes as stored.
@@ -85,14 +93,26 @@ impl Config {
     /// Parses and validates stored bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         let c: Config = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks every field against what readers accept.
+    pub fn validate(&self) -> Result<(), String> {
+        let c = self;
         c.chunker.validate()?;
+        if let Compression::Level(l) = c.compression
+            && !(1..=22).contains(&l)
+        {
+            return Err(format!("compression level {l} is not 1-22"));
+        }
         if c.id.len() != 64 || hex::decode(&c.id).is_err() {
             return Err("repository id is not 64 hex digits".into());
         }
         if !(1 << 16..=1 << 30).contains(&c.pack_size) {
-            return Err("pack_size out of range".into());
+            return Err("pack size must be between 64 KiB and 1 GiB".into());
         }
-        Ok(c)
+        Ok(())
     }
 }
 

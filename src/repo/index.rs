@@ -50,10 +50,14 @@ impl<'a> Reader<'a> {
         Ok(a)
     }
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("invariant: 4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("invariant: 4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("invariant: 8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("invariant: 8 bytes"),
+        ))
     }
     fn id(&mut self) -> Result<[u8; 32], String> {
         Ok(self.take(32)?.try_into().expect("invariant: 32 bytes"))
@@ -63,7 +67,11 @@ impl<'a> Reader<'a> {
 impl IndexFile {
     /// Plaintext bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let n: usize = self.packs.iter().map(|p| PACK_FIXED + BLOB_LEN * p.blobs.len()).sum();
+        let n: usize = self
+            .packs
+            .iter()
+            .map(|p| PACK_FIXED + BLOB_LEN * p.blobs.len())
+            .sum();
         let mut out = Vec::with_capacity(9 + n);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
@@ -109,13 +117,27 @@ impl IndexFile {
             }
             let mut blobs = Vec::with_capacity(nblobs);
             for _ in 0..nblobs {
-                let e = PackEntry { id: BlobId(r.id()?), offset: r.u32()?, length: r.u32()?, raw_len: r.u32()? };
+                let e = PackEntry {
+                    id: BlobId(r.id()?),
+                    offset: r.u32()?,
+                    length: r.u32()?,
+                    raw_len: r.u32()?,
+                };
                 if u64::from(e.offset) + u64::from(e.length) > size {
-                    return Err(format!("blob {} lies outside pack {}", e.id.short(), id.short()));
+                    return Err(format!(
+                        "blob {} lies outside pack {}",
+                        e.id.short(),
+                        id.short()
+                    ));
                 }
                 blobs.push(e);
             }
-            packs.push(IndexPack { id, size, blob_type, blobs });
+            packs.push(IndexPack {
+                id,
+                size,
+                blob_type,
+                blobs,
+            });
         }
         if !r.0.is_empty() {
             return Err("trailing bytes after index".into());
@@ -130,12 +152,27 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_pack() -> impl Strategy<Value = IndexPack> {
-        (any::<[u8; 32]>(), any::<bool>(), proptest::collection::vec((any::<[u8; 32]>(), 0u32..1000, 0u32..1000, any::<u32>()), 0..20))
+        (
+            any::<[u8; 32]>(),
+            any::<bool>(),
+            proptest::collection::vec(
+                (any::<[u8; 32]>(), 0u32..1000, 0u32..1000, any::<u32>()),
+                0..20,
+            ),
+        )
             .prop_map(|(id, tree, blobs)| IndexPack {
                 id: PackId(id),
                 size: 1 << 20,
                 blob_type: if tree { BlobType::Tree } else { BlobType::Data },
-                blobs: blobs.into_iter().map(|(id, offset, length, raw_len)| PackEntry { id: BlobId(id), offset, length, raw_len }).collect(),
+                blobs: blobs
+                    .into_iter()
+                    .map(|(id, offset, length, raw_len)| PackEntry {
+                        id: BlobId(id),
+                        offset,
+                        length,
+                        raw_len,
+                    })
+                    .collect(),
             })
     }
 

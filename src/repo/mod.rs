@@ -88,7 +88,10 @@ pub struct Repository {
 
 /// The user and host names recorded in keys and snapshots.
 pub fn whoami() -> (String, String) {
-    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
     let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
         .ok()
         .flatten()
@@ -107,7 +110,10 @@ fn random_key_id() -> KeyId {
 /// Checks that `root` can hold a repository or is one; the error names the problem.
 fn check_root(root: &Path) -> Result<bool> {
     match std::fs::metadata(root) {
-        Ok(m) if !m.is_dir() => Err(Error::Invalid(format!("{} is a file, not a repository directory", root.display()))),
+        Ok(m) if !m.is_dir() => Err(Error::Invalid(format!(
+            "{} is a file, not a repository directory",
+            root.display()
+        ))),
         Ok(_) => Ok(root.join("config").exists()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io(root, e)),
@@ -116,8 +122,15 @@ fn check_root(root: &Path) -> Result<bool> {
 
 impl Repository {
     /// Creates a new repository at `root` (which must not exist or be an empty directory).
-    pub fn init(root: &Path, password: &[u8], opts: &InitOptions, cache_dir: &Path) -> Result<Self> {
-        opts.chunker.validate().map_err(Error::Invalid)?;
+    pub fn init(
+        root: &Path,
+        password: &[u8],
+        opts: &InitOptions,
+        cache_dir: &Path,
+    ) -> Result<Self> {
+        let mut config = Config::new(opts.chunker, opts.compression);
+        config.pack_size = opts.pack_size;
+        config.validate().map_err(Error::Invalid)?;
         if check_root(root)? {
             return Err(Error::AlreadyExists(root.to_path_buf()));
         }
@@ -131,11 +144,10 @@ impl Repository {
         local.create_layout()?;
         let key = MasterKey::generate();
         let (host, user) = whoami();
-        let kf = KeyFile::wrap(&key, password, opts.kdf, &host, &user).map_err(|e| Error::Invalid(e.to_string()))?;
+        let kf = KeyFile::wrap(&key, password, opts.kdf, &host, &user)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         let key_id = random_key_id();
         local.put(FileKind::Key, &key_id.to_hex(), &kf.encode())?;
-        let mut config = Config::new(opts.chunker, opts.compression);
-        config.pack_size = opts.pack_size;
         // `config` last: its presence is what makes the directory a repository.
         local.put(FileKind::Config, "config", &config.encode())?;
         Self::assemble(Arc::new(local), root, config, key, key_id, cache_dir)
@@ -155,13 +167,19 @@ impl Repository {
         let bytes = local.get(FileKind::Config, "config")?;
         match Config::peek_version(&bytes) {
             Some(FORMAT_VERSION) => {}
-            Some(v) => return Err(Error::UnsupportedVersion { path: root.to_path_buf(), found: v, supported: FORMAT_VERSION }),
+            Some(v) => {
+                return Err(Error::UnsupportedVersion {
+                    path: root.to_path_buf(),
+                    found: v,
+                    supported: FORMAT_VERSION,
+                });
+            }
             None => {}
         }
-        let config = Config::decode(&bytes).map_err(|why| Error::corrupt(format!("{}/config", root.display()), why))?;
+        let config = Config::decode(&bytes)
+            .map_err(|why| Error::corrupt(format!("{}/config", root.display()), why))?;
         let password = password().map_err(|e| Error::Invalid(format!("{e:#}")))?;
         let (key, key_id) = Self::unlock(&local, root, &password)?;
-        let _ = local.remove_stale_temps();
         Self::assemble(Arc::new(local), root, config, key, key_id, cache_dir)
     }
 
@@ -170,26 +188,55 @@ impl Repository {
         let mut malformed = None;
         let mut wrong = false;
         for (name, _) in keys {
-            let Ok(id) = name.parse::<KeyId>() else { continue };
+            let Ok(id) = name.parse::<KeyId>() else {
+                continue;
+            };
             let bytes = b.get(FileKind::Key, &name)?;
             match KeyFile::decode(&bytes).and_then(|k| k.unwrap_key(password)) {
                 Ok(k) => return Ok((k, id)),
                 Err(KeyFileError::WrongPassword) => wrong = true,
-                Err(e) => malformed = Some(Error::corrupt(format!("key file {}", root.join(FileKind::Key.rel_path(&name)).display()), e.to_string())),
+                Err(e) => {
+                    malformed = Some(Error::corrupt(
+                        format!(
+                            "key file {}",
+                            root.join(FileKind::Key.rel_path(&name)).display()
+                        ),
+                        e.to_string(),
+                    ))
+                }
             }
         }
         match (wrong, malformed) {
             (false, Some(e)) => Err(e),
-            (false, None) => Err(Error::Missing(format!("every key file (keys/ in {} is empty)", root.display()))),
+            (false, None) => Err(Error::Missing(format!(
+                "every key file (keys/ in {} is empty)",
+                root.display()
+            ))),
             (true, _) => Err(Error::WrongPassword(root.to_path_buf())),
         }
     }
 
-    fn assemble(backend: Arc<dyn Backend>, root: &Path, config: Config, key: MasterKey, key_id: KeyId, cache_dir: &Path) -> Result<Self> {
+    fn assemble(
+        backend: Arc<dyn Backend>,
+        root: &Path,
+        config: Config,
+        key: MasterKey,
+        key_id: KeyId,
+        cache_dir: &Path,
+    ) -> Result<Self> {
         let cache = Cache::open(&cache_dir.join(&config.id).join("index.sqlite"))?;
         let (g, gl) = key.gear_tables();
         let chunker = Chunker::new(config.chunker, g, gl);
-        let repo = Repository { backend, root: root.to_path_buf(), config, key, key_id, cache: Mutex::new(cache), chunker, dry_run: false };
+        let repo = Repository {
+            backend,
+            root: root.to_path_buf(),
+            config,
+            key,
+            key_id,
+            cache: Mutex::new(cache),
+            chunker,
+            dry_run: false,
+        };
         repo.sync_index()?;
         Ok(repo)
     }
@@ -245,9 +292,15 @@ impl Repository {
 
     /// Mirrors new index files into the cache; rebuilds it if index files disappeared.
     pub fn sync_index(&self) -> Result<()> {
-        let listed: Vec<IndexId> = self.backend.list(FileKind::Index)?.iter().filter_map(|(n, _)| n.parse().ok()).collect();
+        let listed: Vec<IndexId> = self
+            .backend
+            .list(FileKind::Index)?
+            .iter()
+            .filter_map(|(n, _)| n.parse().ok())
+            .collect();
         let mut cache = self.cache();
-        let known: std::collections::HashSet<IndexId> = cache.known_index_files()?.into_iter().collect();
+        let known: std::collections::HashSet<IndexId> =
+            cache.known_index_files()?.into_iter().collect();
         let listed_set: std::collections::HashSet<IndexId> = listed.iter().copied().collect();
         let stale = known.iter().any(|k| !listed_set.contains(k));
         if stale {
@@ -267,9 +320,13 @@ impl Repository {
         let what = || format!("index/{id}");
         let bytes = self.backend.get(FileKind::Index, &id.to_hex())?;
         if file_hash(&bytes) != id.0 {
-            return Err(Error::corrupt(what(), "content does not match its name (bit rot or tampering)"));
+            return Err(Error::corrupt(
+                what(),
+                "content does not match its name (bit rot or tampering)",
+            ));
         }
-        let plain = blob::open_file(&self.key, INDEX_AAD, &bytes, MAX_FILE_PLAINTEXT).map_err(|e| Error::corrupt(what(), e))?;
+        let plain = blob::open_file(&self.key, INDEX_AAD, &bytes, MAX_FILE_PLAINTEXT)
+            .map_err(|e| Error::corrupt(what(), e))?;
         IndexFile::decode(&plain).map_err(|e| Error::corrupt(what(), e))
     }
 
@@ -291,12 +348,19 @@ impl Repository {
     pub fn adopt_unindexed_packs(&self) -> Result<usize> {
         let mut adopted = IndexFile::default();
         for (name, size) in self.backend.list(FileKind::Pack)? {
-            let Ok(id) = name.parse::<PackId>() else { continue };
+            let Ok(id) = name.parse::<PackId>() else {
+                continue;
+            };
             if self.cache().has_pack(&id)? {
                 continue;
             }
             if let Ok(h) = self.read_pack_header(&id, size) {
-                adopted.packs.push(IndexPack { id, size, blob_type: h.blob_type, blobs: h.entries });
+                adopted.packs.push(IndexPack {
+                    id,
+                    size,
+                    blob_type: h.blob_type,
+                    blobs: h.entries,
+                });
             }
         }
         let n = adopted.packs.len();
@@ -312,12 +376,19 @@ impl Repository {
         if size < 4 {
             return Err(Error::corrupt(what(), "shorter than its trailer"));
         }
-        let trailer = self.backend.get_range(FileKind::Pack, &id.to_hex(), size - 4, 4)?;
+        let trailer = self
+            .backend
+            .get_range(FileKind::Pack, &id.to_hex(), size - 4, 4)?;
         let hlen = pack::header_len_from_trailer(&trailer.try_into().expect("invariant: 4 bytes"));
         if hlen + 4 > size {
-            return Err(Error::corrupt(what(), format!("header length {hlen} exceeds the pack")));
+            return Err(Error::corrupt(
+                what(),
+                format!("header length {hlen} exceeds the pack"),
+            ));
         }
-        let tail = self.backend.get_range(FileKind::Pack, &id.to_hex(), size - 4 - hlen, hlen + 4)?;
+        let tail =
+            self.backend
+                .get_range(FileKind::Pack, &id.to_hex(), size - 4 - hlen, hlen + 4)?;
         pack::read_header(&self.key, &tail, size).map_err(|e| Error::corrupt(what(), e))
     }
 
@@ -328,8 +399,15 @@ impl Repository {
 
     /// Loads, authenticates and verifies one blob.
     pub fn load_blob(&self, id: &BlobId) -> Result<(BlobType, Vec<u8>)> {
-        let loc = self.locate(id)?.ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
-        let sealed = self.backend.get_range(FileKind::Pack, &loc.pack.to_hex(), loc.offset.into(), loc.length.into())?;
+        let loc = self
+            .locate(id)?
+            .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+        let sealed = self.backend.get_range(
+            FileKind::Pack,
+            &loc.pack.to_hex(),
+            loc.offset.into(),
+            loc.length.into(),
+        )?;
         let data = blob::open_blob(&self.key, loc.blob_type, id, &sealed, loc.raw_len as usize)
             .map_err(|e| Error::corrupt(format!("blob {id} in pack {}", loc.pack), e))?;
         Ok((loc.blob_type, data))
@@ -339,7 +417,10 @@ impl Repository {
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
         let (t, data) = self.load_blob(id)?;
         if t != BlobType::Tree {
-            return Err(Error::corrupt(format!("tree {id}"), "is indexed as a data blob"));
+            return Err(Error::corrupt(
+                format!("tree {id}"),
+                "is indexed as a data blob",
+            ));
         }
         Tree::decode(&data).map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
     }
@@ -357,15 +438,24 @@ impl Repository {
         let what = || format!("snapshot {id}");
         let bytes = self.backend.get(FileKind::Snapshot, &id.to_hex())?;
         if file_hash(&bytes) != id.0 {
-            return Err(Error::corrupt(what(), "content does not match its name (bit rot or tampering)"));
+            return Err(Error::corrupt(
+                what(),
+                "content does not match its name (bit rot or tampering)",
+            ));
         }
-        let plain = blob::open_file(&self.key, SNAPSHOT_AAD, &bytes, MAX_FILE_PLAINTEXT).map_err(|e| Error::corrupt(what(), e))?;
+        let plain = blob::open_file(&self.key, SNAPSHOT_AAD, &bytes, MAX_FILE_PLAINTEXT)
+            .map_err(|e| Error::corrupt(what(), e))?;
         Snapshot::decode(&plain).map_err(|e| Error::corrupt(what(), e))
     }
 
     /// Ids of all snapshot files.
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        Ok(self.backend.list(FileKind::Snapshot)?.iter().filter_map(|(n, _)| n.parse().ok()).collect())
+        Ok(self
+            .backend
+            .list(FileKind::Snapshot)?
+            .iter()
+            .filter_map(|(n, _)| n.parse().ok())
+            .collect())
     }
 
     /// All snapshots, oldest first.
@@ -381,20 +471,30 @@ impl Repository {
     /// Resolves `latest` or a unique hex prefix of a snapshot id.
     pub fn resolve_snapshot(&self, r: &str) -> Result<(SnapshotId, Snapshot)> {
         if r == "latest" {
-            return self
-                .snapshots()?
-                .pop()
-                .ok_or_else(|| Error::SnapshotRef(format!("no snapshots in {}", self.root.display())));
+            return self.snapshots()?.pop().ok_or_else(|| {
+                Error::SnapshotRef(format!("no snapshots in {}", self.root.display()))
+            });
         }
         let r = r.to_ascii_lowercase();
         if r.is_empty() || !r.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::SnapshotRef(format!("{r:?} is neither `latest` nor a snapshot id prefix")));
+            return Err(Error::SnapshotRef(format!(
+                "{r:?} is neither `latest` nor a snapshot id prefix"
+            )));
         }
-        let m: Vec<SnapshotId> = self.snapshot_ids()?.into_iter().filter(|id| id.to_hex().starts_with(&r)).collect();
+        let m: Vec<SnapshotId> = self
+            .snapshot_ids()?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&r))
+            .collect();
         match m.as_slice() {
             [id] => Ok((*id, self.load_snapshot(id)?)),
-            [] => Err(Error::SnapshotRef(format!("no snapshot matches {r:?} (see `cairn snapshots`)"))),
-            _ => Err(Error::SnapshotRef(format!("{r:?} matches {} snapshots; give more digits", m.len()))),
+            [] => Err(Error::SnapshotRef(format!(
+                "no snapshot matches {r:?} (see `cairn snapshots`)"
+            ))),
+            _ => Err(Error::SnapshotRef(format!(
+                "{r:?} matches {} snapshots; give more digits",
+                m.len()
+            ))),
         }
     }
 
@@ -402,10 +502,18 @@ impl Repository {
     pub fn keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
         for (name, _) in self.backend.list(FileKind::Key)? {
-            let Ok(id) = name.parse::<KeyId>() else { continue };
+            let Ok(id) = name.parse::<KeyId>() else {
+                continue;
+            };
             let kf = KeyFile::decode(&self.backend.get(FileKind::Key, &name)?)
                 .map_err(|e| Error::corrupt(format!("keys/{name}"), e.to_string()))?;
-            out.push(KeyInfo { id, current: id == self.key_id, created: kf.created, host: kf.host, user: kf.user });
+            out.push(KeyInfo {
+                id,
+                current: id == self.key_id,
+                created: kf.created,
+                host: kf.host,
+                user: kf.user,
+            });
         }
         Ok(out)
     }
@@ -413,23 +521,39 @@ impl Repository {
     /// Wraps the master key under another password; returns the new key's id.
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
         let (host, user) = whoami();
-        let kf = KeyFile::wrap(&self.key, password, kdf, &host, &user).map_err(|e| Error::Invalid(e.to_string()))?;
+        let kf = KeyFile::wrap(&self.key, password, kdf, &host, &user)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         let id = random_key_id();
-        self.backend.put(FileKind::Key, &id.to_hex(), &kf.encode())?;
+        self.backend
+            .put(FileKind::Key, &id.to_hex(), &kf.encode())?;
         Ok(id)
     }
 
     /// Removes a key file; refuses to remove the key in use (use `passwd` for that).
     pub fn remove_key(&self, prefix: &str) -> Result<KeyId> {
         let keys = self.keys()?;
-        let m: Vec<&KeyInfo> = keys.iter().filter(|k| k.id.to_hex().starts_with(&prefix.to_ascii_lowercase())).collect();
+        let m: Vec<&KeyInfo> = keys
+            .iter()
+            .filter(|k| k.id.to_hex().starts_with(&prefix.to_ascii_lowercase()))
+            .collect();
         let k = match m.as_slice() {
             [k] => *k,
-            [] => return Err(Error::Invalid(format!("no key matches {prefix:?} (see `cairn key list`)"))),
-            _ => return Err(Error::Invalid(format!("{prefix:?} matches several keys; give more digits"))),
+            [] => {
+                return Err(Error::Invalid(format!(
+                    "no key matches {prefix:?} (see `cairn key list`)"
+                )));
+            }
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{prefix:?} matches several keys; give more digits"
+                )));
+            }
         };
         if k.current {
-            return Err(Error::Invalid("refusing to remove the key in use; use `cairn key passwd` to change its password".into()));
+            return Err(Error::Invalid(
+                "refusing to remove the key in use; use `cairn key passwd` to change its password"
+                    .into(),
+            ));
         }
         self.backend.delete(FileKind::Key, &k.id.to_hex())?;
         Ok(k.id)

@@ -65,11 +65,15 @@ impl PackHeader {
         if b[4] != VERSION {
             return Err(format!("unknown pack header version {}", b[4]));
         }
-        let blob_type = BlobType::from_u8(b[5]).ok_or_else(|| format!("unknown blob type {}", b[5]))?;
+        let blob_type =
+            BlobType::from_u8(b[5]).ok_or_else(|| format!("unknown blob type {}", b[5]))?;
         let count = u32::from_le_bytes(b[6..10].try_into().expect("invariant: 4 bytes")) as usize;
         let body = &b[FIXED_LEN..];
         if body.len() != count.checked_mul(ENTRY_LEN).ok_or("count overflows")? {
-            return Err(format!("header says {count} blobs but holds {} bytes of entries", body.len()));
+            return Err(format!(
+                "header says {count} blobs but holds {} bytes of entries",
+                body.len()
+            ));
         }
         let mut entries = Vec::with_capacity(count);
         let mut offset: u64 = 0;
@@ -80,7 +84,12 @@ impl PackHeader {
                 return Err("blob shorter than its seal".into());
             }
             let off = u32::try_from(offset).map_err(|_| "pack larger than 4 GiB")?;
-            entries.push(PackEntry { id: BlobId::from_slice(&e[..32]).expect("invariant: 32 bytes"), offset: off, length, raw_len });
+            entries.push(PackEntry {
+                id: BlobId::from_slice(&e[..32]).expect("invariant: 32 bytes"),
+                offset: off,
+                length,
+                raw_len,
+            });
             offset += u64::from(length);
         }
         Ok(PackHeader { blob_type, entries })
@@ -98,15 +107,24 @@ pub fn read_header(key: &MasterKey, tail: &[u8], pack_size: u64) -> Result<PackH
     if tail.len() < 4 {
         return Err("pack too short for a trailer".into());
     }
-    let hlen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().expect("invariant: 4 bytes")) as usize;
+    let hlen = u32::from_le_bytes(
+        tail[tail.len() - 4..]
+            .try_into()
+            .expect("invariant: 4 bytes"),
+    ) as usize;
     if hlen + 4 > tail.len() {
         return Err(format!("header length {hlen} exceeds the pack"));
     }
     let sealed = &tail[tail.len() - 4 - hlen..tail.len() - 4];
-    let plain = key.open(HEADER_AAD, sealed).map_err(|_| "pack header fails authentication".to_string())?;
+    let plain = key
+        .open(HEADER_AAD, sealed)
+        .map_err(|_| "pack header fails authentication".to_string())?;
     let h = PackHeader::decode(&plain)?;
     if h.data_len() + hlen as u64 + 4 != pack_size {
-        return Err(format!("header accounts for {} bytes, pack has {pack_size}", h.data_len() + hlen as u64 + 4));
+        return Err(format!(
+            "header accounts for {} bytes, pack has {pack_size}",
+            h.data_len() + hlen as u64 + 4
+        ));
     }
     Ok(h)
 }
@@ -136,7 +154,11 @@ pub struct FinishedPack {
 impl PackBuilder {
     /// An empty pack of `blob_type`.
     pub fn new(blob_type: BlobType) -> Self {
-        PackBuilder { blob_type, buf: Vec::new(), entries: Vec::new() }
+        PackBuilder {
+            blob_type,
+            buf: Vec::new(),
+            entries: Vec::new(),
+        }
     }
 
     /// Appends one sealed blob.
@@ -162,7 +184,10 @@ impl PackBuilder {
 
     /// Seals the header, appends the trailer and names the pack.
     pub fn finish(self, key: &MasterKey) -> FinishedPack {
-        let header = PackHeader { blob_type: self.blob_type, entries: self.entries };
+        let header = PackHeader {
+            blob_type: self.blob_type,
+            entries: self.entries,
+        };
         let sealed = key.seal(HEADER_AAD, &header.encode());
         let mut bytes = self.buf;
         bytes.extend_from_slice(&sealed);
@@ -186,7 +211,11 @@ mod tests {
         let blobs: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8; 1000 * (i + 1)]).collect();
         for d in &blobs {
             let id = k.blob_id(d);
-            b.add(id, &seal_blob(&k, BlobType::Data, &id, d, Compression::Auto), d.len() as u32);
+            b.add(
+                id,
+                &seal_blob(&k, BlobType::Data, &id, d, Compression::Auto),
+                d.len() as u32,
+            );
         }
         let p = b.finish(&k);
         assert_eq!(p.id.0, *blake3::hash(&p.bytes).as_bytes());
@@ -194,7 +223,10 @@ mod tests {
         assert_eq!(h, p.header);
         for (e, d) in h.entries.iter().zip(&blobs) {
             let s = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
-            assert_eq!(&open_blob(&k, BlobType::Data, &e.id, s, e.raw_len as usize).unwrap(), d);
+            assert_eq!(
+                &open_blob(&k, BlobType::Data, &e.id, s, e.raw_len as usize).unwrap(),
+                d
+            );
         }
         for i in [0, p.bytes.len() / 2, p.bytes.len() - 3, p.bytes.len() - 30] {
             let mut bad = p.bytes.clone();

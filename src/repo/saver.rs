@@ -48,7 +48,13 @@ impl<'r> BlobSaver<'r> {
     }
 
     /// Adds a sealed blob unless it is already known. Returns true when it was added.
-    pub fn add_sealed(&mut self, t: BlobType, id: BlobId, sealed: &[u8], raw_len: usize) -> Result<bool> {
+    pub fn add_sealed(
+        &mut self,
+        t: BlobType,
+        id: BlobId,
+        sealed: &[u8],
+        raw_len: usize,
+    ) -> Result<bool> {
         if self.is_known(&id)? {
             return Ok(false);
         }
@@ -70,7 +76,13 @@ impl<'r> BlobSaver<'r> {
     pub fn save(&mut self, t: BlobType, data: &[u8]) -> Result<BlobId> {
         let id = self.repo.key().blob_id(data);
         if !self.is_known(&id)? {
-            let sealed = seal_blob(self.repo.key(), t, &id, data, self.repo.config().compression);
+            let sealed = seal_blob(
+                self.repo.key(),
+                t,
+                &id,
+                data,
+                self.repo.config().compression,
+            );
             self.add_sealed(t, id, &sealed, data.len())?;
         }
         Ok(id)
@@ -87,7 +99,9 @@ impl<'r> BlobSaver<'r> {
         let full = std::mem::replace(builder, PackBuilder::new(t));
         let pack = full.finish(self.repo.key());
         // 1. the pack is durable ...
-        self.repo.backend().put(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
+        self.repo
+            .backend()
+            .put(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
         self.pending.packs.push(IndexPack {
             id: pack.id,
             size: pack.bytes.len() as u64,

@@ -1,8 +1,8 @@
 //! Snapshot files: metadata and the root tree id, written last.
 //!
-//! Stored as `seal_file("cairn snapshot v1", zstd(JSON))`. JSON keeps the record readable by
-//! `cat snapshot` and lets fields be added freely: unknown fields are ignored, missing ones
-//! default.
+//! Stored as `seal_file("cairn snapshot v1", frame(JSON))` (zstd when it saves space). JSON keeps
+//! the record readable by `cat snapshot` and lets fields be added freely: unknown fields are
+//! ignored, and optional ones (everything but time, tree, paths, hostname, username) default.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -20,13 +20,23 @@ impl Owners {
     fn user(&mut self, uid: u32) -> Option<String> {
         self.users
             .entry(uid)
-            .or_insert_with(|| nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name))
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(uid.into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
             .clone()
     }
     fn group(&mut self, gid: u32) -> Option<String> {
         self.groups
             .entry(gid)
-            .or_insert_with(|| nix::unistd::Group::from_gid(gid.into()).ok().flatten().map(|g| g.name))
+            .or_insert_with(|| {
+                nix::unistd::Group::from_gid(gid.into())
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+            })
             .clone()
     }
 }
@@ -58,10 +68,18 @@ pub fn kind_of(m: &Metadata) -> NodeKind {
 
 /// Builds a node (without content or subtree) from `lstat` metadata. Reads the symlink target
 /// and extended attributes; a failure there is returned as an error for the caller to report.
-pub fn node_from_metadata(name: &OsStr, path: &Path, m: &Metadata, owners: &mut Owners) -> std::io::Result<Node> {
+pub fn node_from_metadata(
+    name: &OsStr,
+    path: &Path,
+    m: &Metadata,
+    owners: &mut Owners,
+) -> std::io::Result<Node> {
     let kind = kind_of(m);
     let link_target = if kind == NodeKind::Symlink {
-        std::fs::read_link(path)?.into_os_string().as_bytes().to_vec()
+        std::fs::read_link(path)?
+            .into_os_string()
+            .as_bytes()
+            .to_vec()
     } else {
         Vec::new()
     };
@@ -80,7 +98,11 @@ pub fn node_from_metadata(name: &OsStr, path: &Path, m: &Metadata, owners: &mut 
         device: m.dev(),
         nlink: m.nlink(),
         link_target,
-        rdev: if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) { m.rdev() } else { 0 },
+        rdev: if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
+            m.rdev()
+        } else {
+            0
+        },
         xattrs: read_xattrs(path)?,
         content: Vec::new(),
         subtree: None,
@@ -98,7 +120,10 @@ pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
     let mut out = Vec::new();
     for n in names {
         match xattr::get(path, &n) {
-            Ok(Some(value)) => out.push(Xattr { name: n.as_bytes().to_vec(), value }),
+            Ok(Some(value)) => out.push(Xattr {
+                name: n.as_bytes().to_vec(),
+                value,
+            }),
             Ok(None) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
             Err(e) => return Err(e),

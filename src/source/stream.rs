@@ -66,7 +66,15 @@ mod tests {
     #[test]
     fn windows_match_whole_buffer_chunking() {
         let (g, gl) = MasterKey::from_seed(5).gear_tables();
-        let c = Chunker::new(ChunkerParams { min_size: 1024, avg_size: 4096, max_size: 16384 }, g, gl);
+        let c = Chunker::new(
+            ChunkerParams {
+                min_size: 1024,
+                avg_size: 4096,
+                max_size: 16384,
+            },
+            g,
+            gl,
+        );
         let mut data = vec![0u8; 3 * WINDOW + 12345];
         blake3::Hasher::new().finalize_xof().fill(&mut data);
         let whole: Vec<Vec<u8>> = c.chunks(&data).map(|r| data[r].to_vec()).collect();

@@ -6,9 +6,9 @@
 //! it has already proven.
 //!
 //! Encoding: `version (1 byte, = 1) ‖ CBOR array of nodes`, each node a CBOR map keyed by small
-//! integers (see docs/FORMAT.md). Readers ignore keys they do not know, and absent optional
-//! keys take their defaults, so fields can be added without a format break. `decode` rejects
-//! trees whose names are not strictly sorted, so every accepted tree re-encodes to its input.
+//! integers (see docs/FORMAT.md). Readers ignore keys they do not know, so new optional keys
+//! can be added without a format break. `decode` rejects trees whose names are not strictly
+//! sorted or not plain names; the bytes themselves are authenticated and re-hashed on load.
 
 mod node;
 
@@ -63,8 +63,16 @@ impl Tree {
         let nodes: Vec<Node> =
             minicbor::decode(&bytes[1..]).map_err(|e| TreeError::Cbor(e.to_string()))?;
         for n in &nodes {
-            if n.name.is_empty() || n.name.contains(&b'/') || n.name.contains(&0) || n.name == b"." || n.name == b".." {
-                return Err(TreeError::Names(format!("invalid name {:?}", n.name_lossy())));
+            if n.name.is_empty()
+                || n.name.contains(&b'/')
+                || n.name.contains(&0)
+                || n.name == b"."
+                || n.name == b".."
+            {
+                return Err(TreeError::Names(format!(
+                    "invalid name {:?}",
+                    n.name_lossy()
+                )));
             }
         }
         if nodes.windows(2).any(|w| w[0].name >= w[1].name) {
@@ -75,12 +83,17 @@ impl Tree {
 
     /// The node with this exact name.
     pub fn get(&self, name: &[u8]) -> Option<&Node> {
-        self.nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &self.nodes[i])
+        self.nodes
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
     }
 
     /// Every blob this tree references directly (subtrees and file content).
     pub fn blob_refs(&self) -> impl Iterator<Item = &BlobId> {
-        self.nodes.iter().flat_map(|n| n.subtree.iter().chain(n.content.iter()))
+        self.nodes
+            .iter()
+            .flat_map(|n| n.subtree.iter().chain(n.content.iter()))
     }
 }
 
@@ -91,37 +104,61 @@ mod tests {
 
     pub(crate) fn arb_node() -> impl Strategy<Value = Node> {
         (
-            proptest::collection::vec(any::<u8>().prop_filter("no / or NUL", |b| *b != b'/' && *b != 0), 1..20),
+            proptest::collection::vec(
+                any::<u8>().prop_filter("no / or NUL", |b| *b != b'/' && *b != 0),
+                1..20,
+            ),
             0u8..7,
             any::<u32>(),
             any::<(u32, u32, i64, i64, u64, u64)>(),
             proptest::option::of("[a-z]{0,8}"),
             proptest::collection::vec(any::<[u8; 32]>(), 0..4),
             proptest::option::of(any::<[u8; 32]>()),
-            proptest::collection::vec((proptest::collection::vec(any::<u8>(), 1..8), proptest::collection::vec(any::<u8>(), 0..8)), 0..3),
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(any::<u8>(), 1..8),
+                    proptest::collection::vec(any::<u8>(), 0..8),
+                ),
+                0..3,
+            ),
             proptest::collection::vec(any::<u8>(), 0..10),
         )
             .prop_filter("not . or ..", |t| t.0 != b"." && t.0 != b"..")
-            .prop_map(|(name, k, mode, (uid, gid, mt, ct, size, ino), user, content, subtree, xattrs, link)| Node {
-                name,
-                kind: NodeKind::from_u8(k),
-                mode,
-                uid,
-                gid,
-                user: user.clone(),
-                group: user,
-                mtime_ns: mt,
-                ctime_ns: ct,
-                size,
-                inode: ino,
-                device: ino / 3,
-                nlink: 1 + (ino % 3),
-                link_target: link,
-                rdev: 0,
-                xattrs: xattrs.into_iter().map(|(name, value)| Xattr { name, value }).collect(),
-                content: content.into_iter().map(BlobId).collect(),
-                subtree: subtree.map(BlobId),
-            })
+            .prop_map(
+                |(
+                    name,
+                    k,
+                    mode,
+                    (uid, gid, mt, ct, size, ino),
+                    user,
+                    content,
+                    subtree,
+                    xattrs,
+                    link,
+                )| Node {
+                    name,
+                    kind: NodeKind::from_u8(k),
+                    mode,
+                    uid,
+                    gid,
+                    user: user.clone(),
+                    group: user,
+                    mtime_ns: mt,
+                    ctime_ns: ct,
+                    size,
+                    inode: ino,
+                    device: ino / 3,
+                    nlink: 1 + (ino % 3),
+                    link_target: link,
+                    rdev: 0,
+                    xattrs: xattrs
+                        .into_iter()
+                        .map(|(name, value)| Xattr { name, value })
+                        .collect(),
+                    content: content.into_iter().map(BlobId).collect(),
+                    subtree: subtree.map(BlobId),
+                },
+            )
     }
 
     proptest! {
@@ -149,13 +186,21 @@ mod tests {
 
     #[test]
     fn rejects_unsorted_and_bad_version() {
-        let n = |name: &[u8]| Node { name: name.to_vec(), ..Node::default() };
+        let n = |name: &[u8]| Node {
+            name: name.to_vec(),
+            ..Node::default()
+        };
         let mut out = vec![TREE_VERSION];
         minicbor::encode(vec![n(b"b"), n(b"a")], &mut out).unwrap();
         assert!(matches!(Tree::decode(&out), Err(TreeError::Names(_))));
-        assert!(matches!(Tree::decode(&[9]), Err(TreeError::Version(Some(9)))));
+        assert!(matches!(
+            Tree::decode(&[9]),
+            Err(TreeError::Version(Some(9)))
+        ));
         assert!(matches!(Tree::decode(&[]), Err(TreeError::Version(None))));
-        let mut t = Tree { nodes: vec![n(b"x"), n(b"a")] };
+        let mut t = Tree {
+            nodes: vec![n(b"x"), n(b"a")],
+        };
         let b = t.encode();
         assert_eq!(Tree::decode(&b).unwrap().get(b"x").unwrap().name, b"x");
     }

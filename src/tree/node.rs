@@ -169,7 +169,10 @@ impl Node {
             m.insert("name_hex".into(), hex::encode(&self.name).into());
         }
         if self.kind == NodeKind::Symlink {
-            m.insert("link_target".into(), String::from_utf8_lossy(&self.link_target).into());
+            m.insert(
+                "link_target".into(),
+                String::from_utf8_lossy(&self.link_target).into(),
+            );
         }
         if self.rdev != 0 {
             m.insert("rdev".into(), self.rdev.into());
@@ -178,12 +181,24 @@ impl Node {
             let x: serde_json::Map<_, _> = self
                 .xattrs
                 .iter()
-                .map(|x| (String::from_utf8_lossy(&x.name).into_owned(), hex::encode(&x.value).into()))
+                .map(|x| {
+                    (
+                        String::from_utf8_lossy(&x.name).into_owned(),
+                        hex::encode(&x.value).into(),
+                    )
+                })
                 .collect();
             m.insert("xattrs".into(), x.into());
         }
         if !self.content.is_empty() {
-            m.insert("content".into(), self.content.iter().map(|c| c.to_hex()).collect::<Vec<_>>().into());
+            m.insert(
+                "content".into(),
+                self.content
+                    .iter()
+                    .map(|c| c.to_hex())
+                    .collect::<Vec<_>>()
+                    .into(),
+            );
         }
         if let Some(s) = &self.subtree {
             m.insert("subtree".into(), s.to_hex().into());

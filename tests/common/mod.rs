@@ -1,0 +1,160 @@
+//! Helpers for end-to-end tests: run the real `cairn` binary against temporary repositories.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A temporary workspace with a repository, a cache and room for sources and restores.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub password: String,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cairn")
+}
+
+impl Env {
+    /// A workspace with an initialised repository (cheap KDF, small chunks for fast tests).
+    pub fn new() -> Env {
+        let e = Env::bare();
+        e.ok(&[
+            "init",
+            "--kdf-memory",
+            "64",
+            "--kdf-iterations",
+            "1",
+            "--chunk-min",
+            "16K",
+            "--chunk-avg",
+            "64K",
+            "--chunk-max",
+            "256K",
+        ]);
+        e
+    }
+
+    /// A workspace without a repository.
+    pub fn bare() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-test-")
+            .tempdir()
+            .expect("tempdir");
+        Env {
+            dir,
+            password: "correct horse".into(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.path("repo")
+    }
+
+    /// A command with the repository, password and cache set.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("-r").arg(self.repo()).args(args);
+        c.env("CAIRN_PASSWORD", &self.password)
+            .env("CAIRN_CACHE_DIR", self.path("cache"))
+            .env_remove("CAIRN_REPOSITORY")
+            .env_remove("CAIRN_PASSWORD_FILE")
+            .env_remove("CAIRN_PASSWORD_COMMAND")
+            .env("HOME", self.path("home"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run cairn")
+    }
+
+    /// Runs and asserts exit 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "cairn {args:?} failed: {}\nstdout: {}\nstderr: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs with --json and parses stdout; asserts the exit code.
+    pub fn json(&self, args: &[&str], code: i32) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let o = self.run(&a);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "cairn {a:?}: stdout {} stderr {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "bad json from {a:?}: {e}: {}",
+                String::from_utf8_lossy(&o.stdout)
+            )
+        })
+    }
+
+    /// Takes a snapshot of `paths` and returns the JSON summary.
+    pub fn snapshot(&self, paths: &[&Path]) -> serde_json::Value {
+        let mut a = vec!["snapshot"];
+        let ps: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        a.extend(ps.iter().map(String::as_str));
+        self.json(&a, 0)
+    }
+
+    /// Every file of the repository with its size.
+    pub fn repo_files(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        walk(&self.repo(), &self.repo(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        if m.is_dir() {
+            walk(root, &e.path(), out);
+        } else {
+            out.push((
+                e.path().strip_prefix(root).unwrap().display().to_string(),
+                m.len(),
+            ));
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    let mut h = blake3::Hasher::new();
+    h.update(&seed.to_le_bytes());
+    h.finalize_xof().fill(&mut v);
+    v
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Files in the repository that changed between two listings (added or resized).
+pub fn added(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<String> {
+    after
+        .iter()
+        .filter(|f| !before.contains(f))
+        .map(|f| f.0.clone())
+        .collect()
+}
