@@ -38,13 +38,12 @@ pub enum Error {
         why: String,
     },
     /// An I/O error on a path.
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Io {
         /// The file or directory concerned.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (shown in the message, so not also chained as a source).
+        err: std::io::Error,
     },
     /// A repository file that must exist does not.
     #[error("{0} is missing from the repository")]
@@ -53,13 +52,12 @@ pub enum Error {
     #[error("blob {0} is not in the index")]
     BlobNotIndexed(String),
     /// The local cache database failed.
-    #[error("cache {path}: {source} (the cache is disposable: delete it and retry)")]
+    #[error("cache {path}: {err} (the cache is disposable: delete it and retry)")]
     Cache {
         /// The cache database file.
         path: PathBuf,
-        /// The SQLite error.
-        #[source]
-        source: rusqlite::Error,
+        /// The SQLite error (shown in the message).
+        err: rusqlite::Error,
     },
     /// A snapshot reference matched nothing or several snapshots.
     #[error("{0}")]
@@ -77,7 +75,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
 

@@ -121,8 +121,6 @@ pub(super) fn new_password(g: &Globals) -> Result<Zeroizing<Vec<u8>>> {
 pub struct KeyArgs {
     #[command(subcommand)]
     cmd: KeyCmd,
-    #[command(flatten)]
-    kdf: KdfArgs,
 }
 
 #[derive(Subcommand)]
@@ -130,14 +128,20 @@ enum KeyCmd {
     /// List keys.
     List,
     /// Add a key (a new password for the same repository; from CAIRN_NEW_PASSWORD or a prompt).
-    Add,
+    Add {
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
     /// Remove a key by id prefix.
     Remove {
         /// Key id or unique prefix.
         id: String,
     },
     /// Change the password of the key in use (new password from CAIRN_NEW_PASSWORD or a prompt).
-    Passwd,
+    Passwd {
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
 }
 
 fn new_key_password() -> Result<Zeroizing<Vec<u8>>> {
@@ -180,16 +184,16 @@ pub fn run(g: &Globals, a: KeyArgs) -> Result<i32> {
                 }
             }
         }
-        KeyCmd::Add => {
-            let id = repo.add_key(&new_key_password()?, a.kdf.params())?;
+        KeyCmd::Add { kdf } => {
+            let id = repo.add_key(&new_key_password()?, kdf.params())?;
             report(g, "added key", &id.to_hex())?;
         }
         KeyCmd::Remove { id } => {
             let id = repo.remove_key(&id)?;
             report(g, "removed key", &id.to_hex())?;
         }
-        KeyCmd::Passwd => {
-            let id = repo.change_password(&new_key_password()?, a.kdf.params())?;
+        KeyCmd::Passwd { kdf } => {
+            let id = repo.change_password(&new_key_password()?, kdf.params())?;
             report(g, "password changed; new key", &id.to_hex())?;
         }
     }

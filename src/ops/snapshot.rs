@@ -499,14 +499,13 @@ pub fn snapshot(
         Input::Paths(paths) => {
             let mut abs = Vec::new();
             for p in &paths {
-                let a = absolute(p)?;
-                if let Err(e) = std::fs::symlink_metadata(&a) {
+                if let Err(e) = std::fs::symlink_metadata(p) {
                     return Err(Error::Invalid(format!(
                         "source path {} cannot be read: {e}",
                         p.display()
                     )));
                 }
-                abs.push(a);
+                abs.push(absolute(p)?);
             }
             if abs.is_empty() {
                 return Err(Error::Invalid(

@@ -52,7 +52,7 @@ impl Cache {
         }
         let wrap = |source| Error::Cache {
             path: path.to_path_buf(),
-            source,
+            err: source,
         };
         let conn = Connection::open(path).map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(60))
@@ -67,7 +67,7 @@ impl Cache {
     fn err(&self, source: rusqlite::Error) -> Error {
         Error::Cache {
             path: self.path.clone(),
-            source,
+            err: source,
         }
     }
 
@@ -90,7 +90,7 @@ impl Cache {
         let path = self.path.clone();
         let wrap = |source| Error::Cache {
             path: path.clone(),
-            source,
+            err: source,
         };
         let tx = self.conn.transaction().map_err(wrap)?;
         {

@@ -1,0 +1,247 @@
+//! Dedup and incremental snapshots, proven from the `--json` summaries and the repository's files.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+#[test]
+fn unchanged_tree_reads_nothing_and_adds_only_a_snapshot_file() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("a/b")).unwrap();
+    for i in 0..20 {
+        fs::write(
+            src.join(format!("a/f{i}")),
+            random_bytes(i, 10_000 + i as usize * 1000),
+        )
+        .unwrap();
+    }
+    fs::write(src.join("a/b/big"), random_bytes(99, 2_000_000)).unwrap();
+    let first = env.snapshot(&[&src]);
+    assert_eq!(first["files_new"], 21);
+    let before = env.repo_files();
+    let second = env.snapshot(&[&src]);
+    assert_eq!(second["files_unmodified"], 21, "{second}");
+    assert_eq!(second["files_new"], 0);
+    assert_eq!(second["files_changed"], 0);
+    assert_eq!(second["bytes_read"], 0, "no file content is read");
+    assert_eq!(second["data_added"], 0, "no blob (data or tree) is added");
+    assert_eq!(second["parent"], first["snapshot_id"]);
+    let new_files = added(&before, &env.repo_files());
+    assert_eq!(new_files.len(), 1, "{new_files:?}");
+    assert!(new_files[0].starts_with("snapshots/"), "{new_files:?}");
+    // --force re-reads everything but still stores nothing new.
+    let forced = env.json(&["snapshot", "--force", src.to_str().unwrap()], 0);
+    assert_eq!(forced["files_new"], 21);
+    assert_eq!(forced["data_added"], 0);
+    assert!(forced["bytes_read"].as_u64().unwrap() > 2_000_000);
+}
+
+#[test]
+fn small_edit_in_a_large_file_adds_about_one_chunk() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    let mut data = random_bytes(7, 8 << 20);
+    fs::write(src.join("large"), &data).unwrap();
+    let first = env.snapshot(&[&src]);
+    assert!(first["data_added"].as_u64().unwrap() >= 8 << 20);
+    data[4 << 20..(4 << 20) + 5].copy_from_slice(b"EDIT!");
+    fs::write(src.join("large"), &data).unwrap();
+    let second = env.snapshot(&[&src]);
+    assert_eq!(second["files_changed"], 1);
+    let added = second["data_added"].as_u64().unwrap();
+    // Chunks are at most 256 KiB in test repositories: one or two chunks plus two small trees.
+    assert!(added < 600_000, "a 5-byte edit added {added} bytes");
+    let target = env.path("out");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(
+        fs::read(target.join(src.strip_prefix("/").unwrap()).join("large")).unwrap(),
+        data
+    );
+}
+
+#[test]
+fn identical_content_is_stored_once() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("x/y")).unwrap();
+    let content = random_bytes(3, 1_500_000);
+    fs::write(src.join("one"), &content).unwrap();
+    fs::write(src.join("x/y/two"), &content).unwrap();
+    let s = env.snapshot(&[&src]);
+    let added = s["data_added"].as_u64().unwrap();
+    assert!(
+        added >= 1_500_000 && added < 1_600_000,
+        "two copies cost {added}"
+    );
+    // The same content under another path in a second snapshot adds no data either.
+    let other = env.path("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("three"), &content).unwrap();
+    let s2 = env.snapshot(&[&other]);
+    assert!(s2["data_added"].as_u64().unwrap() < 10_000, "{s2}");
+    let stats = env.json(&["stats"], 0);
+    assert_eq!(stats["snapshots"], 2);
+    assert!(stats["dedup_ratio"].as_f64().unwrap() > 2.9, "{stats}");
+}
+
+#[test]
+fn a_new_file_is_new_and_a_touched_file_is_changed() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("keep"), b"same").unwrap();
+    fs::write(src.join("touch"), b"v1").unwrap();
+    env.snapshot(&[&src]);
+    fs::write(src.join("touch"), b"v2").unwrap();
+    fs::write(src.join("fresh"), b"new").unwrap();
+    let s = env.snapshot(&[&src]);
+    assert_eq!(
+        (
+            s["files_new"].as_u64(),
+            s["files_changed"].as_u64(),
+            s["files_unmodified"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{s}"
+    );
+    let snaps = env.json(&["snapshots"], 0);
+    let ids: Vec<&str> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    let diff = env.json(&["diff", ids[0], ids[1]], 0);
+    let changes: Vec<(String, String)> = diff
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["change"].as_str().unwrap().into(),
+                c["path"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .into(),
+            )
+        })
+        .collect();
+    assert!(
+        changes.contains(&("+".into(), "fresh".into())),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&("M".into(), "touch".into())),
+        "{changes:?}"
+    );
+    assert!(!changes.iter().any(|c| c.1 == "keep"), "{changes:?}");
+}
+
+#[test]
+fn excludes_and_tags_and_listing_filters() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("cache")).unwrap();
+    fs::create_dir_all(src.join("skipme")).unwrap();
+    fs::write(src.join("keep.txt"), b"k").unwrap();
+    fs::write(src.join("junk.tmp"), b"j").unwrap();
+    fs::write(src.join("cache/data"), b"c").unwrap();
+    fs::write(src.join("skipme/.nobackup"), b"").unwrap();
+    fs::write(src.join("skipme/secret"), b"s").unwrap();
+    let exf = env.path("excludes");
+    fs::write(&exf, format!("# comment\n\n{}/cache\n", src.display())).unwrap();
+    let s = env.json(
+        &[
+            "snapshot",
+            "--exclude",
+            "*.tmp",
+            "--exclude-file",
+            exf.to_str().unwrap(),
+            "--exclude-if-present",
+            ".nobackup",
+            "--tag",
+            "nightly",
+            "--tag",
+            "db",
+            "--host",
+            "web1",
+            src.to_str().unwrap(),
+        ],
+        0,
+    );
+    assert_eq!(s["files_new"], 1, "{s}");
+    let listing = env.json(&["ls", "latest", src.to_str().unwrap()], 0);
+    let names: Vec<&str> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["keep.txt"]);
+    assert_eq!(
+        env.json(&["snapshots", "--tag", "db"], 0)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        env.json(&["snapshots", "--tag", "other"], 0)
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        env.json(&["snapshots", "--host", "web1"], 0)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let snap = &env.json(&["snapshots", "--path", src.to_str().unwrap()], 0)[0];
+    assert_eq!(snap["tags"], serde_json::json!(["nightly", "db"]));
+    assert_eq!(snap["host"], "web1");
+    for field in [
+        "id", "short_id", "time", "user", "paths", "parent", "tree", "summary",
+    ] {
+        assert!(snap.get(field).is_some(), "snapshots --json lacks {field}");
+    }
+}
+
+#[test]
+fn snapshot_time_override_and_dry_run() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), random_bytes(1, 100_000)).unwrap();
+    let before = env.repo_files();
+    let d = env.json(&["snapshot", "--dry-run", src.to_str().unwrap()], 0);
+    assert!(d["snapshot_id"].is_null());
+    assert_eq!(d["files_new"], 1);
+    assert!(d["data_added"].as_u64().unwrap() >= 100_000);
+    assert_eq!(before, env.repo_files(), "a dry run writes nothing");
+    env.json(
+        &[
+            "snapshot",
+            "--time",
+            "2020-02-29T12:34:56Z",
+            src.to_str().unwrap(),
+        ],
+        0,
+    );
+    let snaps = env.json(&["snapshots"], 0);
+    assert_eq!(snaps[0]["time"], "2020-02-29T12:34:56Z");
+    // The dry run did not poison the cache: the real snapshot stored the data.
+    env.ok(&["check", "--read-data"]);
+    let out = env.run(&["snapshot", "--time", "yesterday", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
+}

@@ -1,0 +1,215 @@
+//! Confidentiality and integrity: nothing readable in the repository, every flipped byte found.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+const NAME_MARKER: &str = "ZEBRA-FILENAME-MARKER";
+const CONTENT_MARKER: &str = "QUOKKA-CONTENT-MARKER";
+const DIR_MARKER: &str = "OCELOT-DIRECTORY-MARKER";
+
+fn populated() -> (Env, std::path::PathBuf) {
+    let env = Env::new();
+    let src = env.path(DIR_MARKER);
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join(NAME_MARKER), CONTENT_MARKER.repeat(1000)).unwrap();
+    fs::write(src.join("random"), random_bytes(5, 900_000)).unwrap();
+    fs::write(src.join("small"), format!("{CONTENT_MARKER} once")).unwrap();
+    env.snapshot(&[&src]);
+    (env, src)
+}
+
+fn all_repo_bytes(env: &Env) -> Vec<(String, Vec<u8>)> {
+    env.repo_files()
+        .into_iter()
+        .map(|(f, _)| (f.clone(), fs::read(env.repo().join(&f)).unwrap()))
+        .collect()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn no_plaintext_name_content_or_path_in_the_repository() {
+    let (env, src) = populated();
+    let user = std::env::var("USER").unwrap_or_default();
+    for (file, bytes) in all_repo_bytes(&env) {
+        for m in [
+            NAME_MARKER,
+            CONTENT_MARKER,
+            DIR_MARKER,
+            src.to_str().unwrap(),
+        ] {
+            assert!(!contains(&bytes, m.as_bytes()), "{file} contains {m:?}");
+        }
+        if !user.is_empty() && !file.starts_with("keys/") {
+            assert!(
+                !contains(&bytes, format!("\"{user}\"").as_bytes()),
+                "{file} names the user"
+            );
+        }
+    }
+}
+
+#[test]
+fn files_are_named_by_the_blake3_of_their_bytes() {
+    let (env, _) = populated();
+    for (file, bytes) in all_repo_bytes(&env) {
+        if file == "config" || file.starts_with("keys/") {
+            continue;
+        }
+        let name = file.rsplit('/').next().unwrap();
+        assert_eq!(name, blake3::hash(&bytes).to_hex().as_str(), "{file}");
+        if let Some(rest) = file.strip_prefix("packs/") {
+            assert_eq!(&rest[..2], &name[..2]);
+        }
+    }
+}
+
+fn flip(path: &std::path::Path, at: usize) {
+    let mut b = fs::read(path).unwrap();
+    let i = at.min(b.len() - 1);
+    b[i] ^= 0x40;
+    fs::write(path, b).unwrap();
+}
+
+fn largest(env: &Env, prefix: &str) -> String {
+    env.repo_files()
+        .into_iter()
+        .filter(|f| f.0.starts_with(prefix))
+        .max_by_key(|f| f.1)
+        .unwrap()
+        .0
+}
+
+#[test]
+fn flipped_byte_in_a_data_pack_is_found_and_never_restored() {
+    let (env, src) = populated();
+    env.ok(&["check", "--read-data"]);
+    let pack = largest(&env, "packs/");
+    flip(&env.repo().join(&pack), 1000);
+    let o = env.run(&["check", "--read-data"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let pack_id = pack.rsplit('/').next().unwrap();
+    assert!(err.contains(pack_id), "check names the pack: {err}");
+    // Structure-only check does not read data, and says so by passing.
+    env.ok(&["check"]);
+    // Restore reports the damaged file, exits 1, and restores the others.
+    let target = env.path("out");
+    let o = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let damaged: Vec<&str> = ["random", NAME_MARKER, "small"]
+        .into_iter()
+        .filter(|n| err.contains(n))
+        .collect();
+    assert_eq!(
+        damaged.len(),
+        1,
+        "exactly one file is reported damaged: {err}"
+    );
+    for n in ["random", NAME_MARKER, "small"] {
+        if n != damaged[0] {
+            let orig = fs::read(src.join(n)).unwrap();
+            assert_eq!(
+                fs::read(restored.join(n)).unwrap(),
+                orig,
+                "{n} restored intact"
+            );
+        } else if let Ok(got) = fs::read(restored.join(n)) {
+            assert_ne!(
+                got,
+                fs::read(src.join(n)).unwrap(),
+                "a damaged file is not silently complete"
+            );
+        }
+    }
+}
+
+#[test]
+fn flipped_byte_anywhere_in_index_or_snapshot_is_found() {
+    for kind in ["index/", "snapshots/"] {
+        let (env, _) = populated();
+        let f = largest(&env, kind);
+        let len = fs::metadata(env.repo().join(&f)).unwrap().len() as usize;
+        for at in [0, len / 2, len - 1] {
+            let (env, _) = populated();
+            let f = largest(&env, kind);
+            flip(&env.repo().join(&f), at);
+            let o = env.run(&["check", "--read-data"]);
+            assert_eq!(o.status.code(), Some(1), "{kind} flip at {at} not found");
+            let id = f.rsplit('/').next().unwrap();
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains(id),
+                "check names {f}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn every_byte_of_a_small_pack_is_covered() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"tiny content").unwrap();
+    env.snapshot(&[&src]);
+    let packs: Vec<String> = env
+        .repo_files()
+        .into_iter()
+        .filter(|f| f.0.starts_with("packs/"))
+        .map(|f| f.0)
+        .collect();
+    let original: Vec<Vec<u8>> = packs
+        .iter()
+        .map(|p| fs::read(env.repo().join(p)).unwrap())
+        .collect();
+    for (p, orig) in packs.iter().zip(&original) {
+        for at in (0..orig.len()).step_by(7) {
+            let mut b = orig.clone();
+            b[at] ^= 1;
+            fs::write(env.repo().join(p), &b).unwrap();
+            let o = env.run(&["check", "--read-data"]);
+            assert_eq!(o.status.code(), Some(1), "flip at {at} of {p} undetected");
+        }
+        fs::write(env.repo().join(p), orig).unwrap();
+    }
+    env.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn missing_pack_and_subsets() {
+    let (env, _) = populated();
+    let s = env.json(&["check", "--read-data-subset", "1/2"], 0);
+    let s2 = env.json(&["check", "--read-data-subset", "2/2"], 0);
+    assert_eq!(
+        s["packs_read"].as_u64().unwrap() + s2["packs_read"].as_u64().unwrap(),
+        s["packs"].as_u64().unwrap()
+    );
+    assert_eq!(
+        env.json(&["check", "--read-data-subset", "100%"], 0)["packs_read"],
+        s["packs"]
+    );
+    assert_eq!(
+        env.run(&["check", "--read-data-subset", "3/2"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let pack = largest(&env, "packs/");
+    fs::remove_file(env.repo().join(&pack)).unwrap();
+    let o = env.run(&["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing"));
+}
