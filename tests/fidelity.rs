@@ -96,6 +96,11 @@ fn build(src: &Path) -> bool {
     xattrs
 }
 
+/// Entries by relative path.
+type Entries = HashMap<Vec<u8>, Entry>;
+/// Paths of hardlinked files by inode.
+type Links = HashMap<u64, Vec<Vec<u8>>>;
+
 #[derive(Debug, PartialEq)]
 struct Entry {
     kind: String,
@@ -109,10 +114,7 @@ struct Entry {
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-fn describe(
-    root: &Path,
-    check_owner: bool,
-) -> (HashMap<Vec<u8>, Entry>, HashMap<u64, Vec<Vec<u8>>>) {
+fn describe(root: &Path, check_owner: bool) -> (Entries, Links) {
     let mut out = HashMap::new();
     let mut inodes: HashMap<u64, Vec<Vec<u8>>> = HashMap::new();
     fn rec(

@@ -74,7 +74,7 @@ fn identical_content_is_stored_once() {
     let s = env.snapshot(&[&src]);
     let added = s["data_added"].as_u64().unwrap();
     assert!(
-        added >= 1_500_000 && added < 1_600_000,
+        (1_500_000..1_600_000).contains(&added),
         "two copies cost {added}"
     );
     // The same content under another path in a second snapshot adds no data either.
@@ -244,4 +244,21 @@ fn snapshot_time_override_and_dry_run() {
     let out = env.run(&["snapshot", "--time", "yesterday", src.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
+}
+
+#[test]
+fn the_repository_and_cache_inside_a_source_are_not_stored() {
+    let env = Env::new();
+    fs::write(env.path("note"), b"n").unwrap();
+    // The workspace holds the repository and the cache; snapshot all of it.
+    let s = env.snapshot(&[env.dir.path()]);
+    assert_eq!(s["files_new"], 1, "{s}");
+    let listing = env.json(&["ls", "latest", env.dir.path().to_str().unwrap()], 0);
+    let names: Vec<&str> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["note"]);
 }

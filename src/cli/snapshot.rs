@@ -57,7 +57,7 @@ pub struct SnapshotArgs {
     stdin_from_command: bool,
 }
 
-fn options(a: &SnapshotArgs) -> Result<SnapshotOptions> {
+fn options(g: &Globals, a: &SnapshotArgs) -> Result<SnapshotOptions> {
     let mut excludes = a.excludes.clone();
     for f in &a.exclude_files {
         let text = std::fs::read_to_string(f)
@@ -88,6 +88,10 @@ fn options(a: &SnapshotArgs) -> Result<SnapshotOptions> {
         parent: a.parent.clone(),
         force: a.force,
         time,
+        skip: [g.repo_path().0, g.cache_dir()]
+            .iter()
+            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .collect(),
     })
 }
 
@@ -111,7 +115,7 @@ fn open_or_create(g: &Globals) -> Result<Repository> {
 }
 
 pub fn run(g: &Globals, a: SnapshotArgs) -> Result<i32> {
-    let opts = options(&a)?;
+    let opts = options(g, &a)?;
     if a.stdin && a.stdin_from_command {
         bail!("--stdin and --stdin-from-command exclude each other");
     }

@@ -63,7 +63,7 @@ impl DataSubset {
             DataSubset::All => true,
             DataSubset::Group(n, t) => {
                 let x = u64::from(u32::from_be_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]));
-                x * u64::from(t) >> 32 == u64::from(n - 1)
+                (x * u64::from(t)) >> 32 == u64::from(n - 1)
             }
             DataSubset::Fraction(f) => {
                 let mut b = [0u8; 4];

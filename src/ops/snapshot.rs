@@ -74,6 +74,9 @@ pub struct SnapshotOptions {
     pub force: bool,
     /// Snapshot time (default: now).
     pub time: Option<DateTime<Utc>>,
+    /// Absolute paths never stored, whatever the patterns say: the repository itself and the
+    /// local cache, so that a snapshot of a home directory does not swallow its own output.
+    pub skip: Vec<PathBuf>,
 }
 
 /// A source entry that was skipped.
@@ -245,7 +248,7 @@ impl<'r, 'o> Archiver<'r, 'o> {
         pnode: Option<&Node>,
         parent_dev: Option<u64>,
     ) -> Result<Option<Node>> {
-        if self.excludes.excluded(path, name) {
+        if self.excludes.excluded(path, name) || self.opts.skip.iter().any(|s| s == path) {
             return Ok(None);
         }
         let m = match std::fs::symlink_metadata(path) {
@@ -286,9 +289,8 @@ impl<'r, 'o> Archiver<'r, 'o> {
                 self.summary.dirs += 1;
             }
             NodeKind::File => {
-                if !self.save_file(path, &mut node, pnode)? {
-                    return Ok(None);
-                }
+                let stored = self.save_file(path, &mut node, pnode)?;
+                return Ok(stored.then_some(node));
             }
             _ => {}
         }
