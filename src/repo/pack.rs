@@ -177,6 +177,16 @@ impl PackBuilder {
         self.buf.len()
     }
 
+    /// Ids of the blobs added so far.
+    pub fn ids(&self) -> impl Iterator<Item = BlobId> + '_ {
+        self.entries.iter().map(|e| e.id)
+    }
+
+    /// Number of blobs added so far.
+    pub fn count(&self) -> usize {
+        self.entries.len()
+    }
+
     /// True when no blob was added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
