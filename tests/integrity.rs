@@ -213,3 +213,24 @@ fn missing_pack_and_subsets() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing"));
 }
+
+#[test]
+fn a_damaged_index_file_does_not_lock_out_a_fresh_machine() {
+    let (env, src) = populated();
+    let idx = largest(&env, "index/");
+    flip(&env.repo().join(&idx), 40);
+    // A new cache (fresh machine): commands still open the repository and name the file.
+    fs::remove_dir_all(env.path("cache")).unwrap();
+    let o = env.run(&["--json", "check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let errors = report["errors"].to_string();
+    assert!(errors.contains(idx.rsplit('/').next().unwrap()), "{errors}");
+    let o = env.run(&["snapshots"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains(idx.rsplit('/').next().unwrap()));
+    // The data is still there; a new snapshot stores what it cannot find and restores fine.
+    env.snapshot(&[&src]);
+    let t = env.path("out");
+    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+}

@@ -145,11 +145,13 @@ impl Globals {
     /// Opens the repository.
     pub fn open(&self) -> Result<Repository> {
         let (path, _) = self.repo_path();
-        Ok(Repository::open(
-            &path,
-            || self.password(),
-            &self.cache_dir(),
-        )?)
+        let repo = Repository::open(&path, || self.password(), &self.cache_dir())?;
+        for problem in repo.damaged_index_files() {
+            eprintln!(
+                "cairn: warning: {problem}; the blobs it lists cannot be found (run `cairn check`)"
+            );
+        }
+        Ok(repo)
     }
 
     /// Prints a value as JSON on stdout.

@@ -84,6 +84,7 @@ pub struct Repository {
     cache: Mutex<Cache>,
     chunker: Chunker,
     dry_run: bool,
+    damaged_index: Mutex<Vec<String>>,
 }
 
 /// The user and host names recorded in keys and snapshots.
@@ -236,6 +237,7 @@ impl Repository {
             cache: Mutex::new(cache),
             chunker,
             dry_run: false,
+            damaged_index: Mutex::new(Vec::new()),
         };
         repo.sync_index()?;
         Ok(repo)
@@ -306,13 +308,30 @@ impl Repository {
         if stale {
             cache.clear()?;
         }
+        let mut damaged = Vec::new();
         for id in listed {
             if stale || !known.contains(&id) {
-                let f = self.load_index(&id)?;
-                cache.add_index_file(&id, &f)?;
+                match self.load_index(&id) {
+                    Ok(f) => cache.add_index_file(&id, &f)?,
+                    // A damaged index file must not make the whole repository unusable: its
+                    // packs still exist (their headers can rebuild it), so go on without it
+                    // and let callers report it.
+                    Err(e @ Error::Corrupt { .. }) => damaged.push(e.to_string()),
+                    Err(e) => return Err(e),
+                }
             }
         }
+        *self.damaged_index.lock().unwrap_or_else(|e| e.into_inner()) = damaged;
         Ok(())
+    }
+
+    /// Index files that failed to load in the last [`sync_index`](Self::sync_index), one
+    /// message each. Blobs they name are not found until the files are repaired.
+    pub fn damaged_index_files(&self) -> Vec<String> {
+        self.damaged_index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Reads, verifies (name hash and seal) and decodes one index file.
