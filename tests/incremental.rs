@@ -262,3 +262,38 @@ fn the_repository_and_cache_inside_a_source_are_not_stored() {
         .collect();
     assert_eq!(names, vec!["note"]);
 }
+
+/// Unmounts on drop so a failing test leaves no mount behind.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn one_file_system_keeps_mount_points_but_not_their_content() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("mnt")).unwrap();
+    fs::write(src.join("local"), b"l").unwrap();
+    let mounted = is_root()
+        && std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", src.join("mnt").to_str().unwrap()])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _guard = Mount(src.join("mnt"));
+    fs::write(src.join("mnt/remote"), b"r").unwrap();
+    let s = env.json(&["snapshot", "--one-file-system", src.to_str().unwrap()], 0);
+    assert_eq!(s["files_new"], 1, "{s}");
+    let listing = env.json(&["ls", "--recursive", "latest", src.to_str().unwrap()], 0);
+    let names: Vec<&str> = listing.as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["local", "mnt"], "the mount point is kept, empty");
+    let s = env.json(&["snapshot", "--force", src.to_str().unwrap()], 0);
+    assert_eq!(s["files_new"], 2, "without the flag the mounted file is stored");
+}
