@@ -280,7 +280,14 @@ fn one_file_system_keeps_mount_points_but_not_their_content() {
     fs::write(src.join("local"), b"l").unwrap();
     let mounted = is_root()
         && std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", src.join("mnt").to_str().unwrap()])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=1m",
+                "tmpfs",
+                src.join("mnt").to_str().unwrap(),
+            ])
             .status()
             .is_ok_and(|s| s.success());
     if !mounted {
@@ -292,8 +299,20 @@ fn one_file_system_keeps_mount_points_but_not_their_content() {
     let s = env.json(&["snapshot", "--one-file-system", src.to_str().unwrap()], 0);
     assert_eq!(s["files_new"], 1, "{s}");
     let listing = env.json(&["ls", "--recursive", "latest", src.to_str().unwrap()], 0);
-    let names: Vec<&str> = listing.as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["local", "mnt"], "the mount point is kept, empty");
+    let names: Vec<&str> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["local", "mnt"],
+        "the mount point is kept, empty"
+    );
     let s = env.json(&["snapshot", "--force", src.to_str().unwrap()], 0);
-    assert_eq!(s["files_new"], 2, "without the flag the mounted file is stored");
+    assert_eq!(
+        s["files_new"], 2,
+        "without the flag the mounted file is stored"
+    );
 }
