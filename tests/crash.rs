@@ -15,14 +15,25 @@ fn source(env: &Env) -> std::path::PathBuf {
     for i in 0..24 {
         fs::write(src.join(format!("f{i:02}")), random_bytes(i, 1_000_000)).unwrap();
     }
+    // Many small files too, so that a run lasts long enough to be killed at several stages.
+    fs::create_dir(src.join("small")).unwrap();
+    for i in 0..3000u64 {
+        fs::write(
+            src.join(format!("small/s{i:04}")),
+            random_bytes(1000 + i, 2000),
+        )
+        .unwrap();
+    }
     src
 }
 
 #[test]
 fn sigkill_mid_snapshot_leaves_a_checkable_repository_and_the_next_run_reuses_data() {
+    use std::os::unix::process::ExitStatusExt;
     let mut reused_any = false;
+    let mut killed = 0;
     // Kill at increasing delays so that the kill lands at different stages.
-    for delay_ms in [5u64, 60, 150, 300, 600] {
+    for delay_ms in [2u64, 10, 25, 50, 80, 120] {
         let env = Env::bare();
         env.ok(&[
             "init",
@@ -52,7 +63,9 @@ fn sigkill_mid_snapshot_leaves_a_checkable_repository_and_the_next_run_reuses_da
             std::thread::sleep(Duration::from_millis(1));
         }
         let _ = child.kill();
-        let _ = child.wait();
+        if child.wait().unwrap().signal() == Some(9) {
+            killed += 1;
+        }
         // No unlock step: check passes right away.
         let c = env.run(&["check", "--read-data"]);
         assert!(
@@ -60,19 +73,22 @@ fn sigkill_mid_snapshot_leaves_a_checkable_repository_and_the_next_run_reuses_da
             "delay {delay_ms}: check failed: {}",
             String::from_utf8_lossy(&c.stderr)
         );
-        let packs_before = env
+        let pack_bytes: u64 = env
             .repo_files()
             .iter()
             .filter(|f| f.0.starts_with("packs/"))
-            .count();
+            .map(|f| f.1)
+            .sum();
         let s = env.snapshot(&[&src]);
         assert!(s["snapshot_id"].is_string());
         let added = s["data_added"].as_u64().unwrap();
-        if packs_before > 2 {
-            assert!(
-                added < 24_000_000,
-                "delay {delay_ms}: {packs_before} packs were stored but the rerun added {added} bytes"
-            );
+        // The data is incompressible: what durable packs hold must not be stored again.
+        let total = 24 * 1_000_000 + 3000 * 2000 + 1_000_000;
+        assert!(
+            added + pack_bytes * 9 / 10 <= total,
+            "delay {delay_ms}: {pack_bytes} bytes of packs were stored but the rerun added {added} bytes"
+        );
+        if pack_bytes > 1_000_000 {
             reused_any = true;
         }
         env.ok(&["check", "--read-data"]);
@@ -97,6 +113,40 @@ fn sigkill_mid_snapshot_leaves_a_checkable_repository_and_the_next_run_reuses_da
         reused_any,
         "no kill landed after packs were stored; the test proves nothing about reuse"
     );
+    assert!(killed >= 2, "only {killed} runs were killed mid-snapshot");
+}
+
+/// The state a kill between storing packs and writing their index leaves — packs that no
+/// index names, no snapshot — made exactly: `check` passes (with notes) and the next snapshot
+/// adopts the packs instead of storing their data again.
+#[test]
+fn packs_without_an_index_are_adopted_not_stored_again() {
+    let env = Env::new();
+    let src = source(&env);
+    env.snapshot(&[&src]);
+    for (f, _) in env.repo_files() {
+        if f.starts_with("index/") || f.starts_with("snapshots/") {
+            fs::remove_file(env.repo().join(f)).unwrap();
+        }
+    }
+    fs::remove_dir_all(env.path("cache")).unwrap();
+    let c = env.json(&["check", "--read-data"], 0);
+    assert!(c["warnings"].as_array().unwrap().len() >= 2, "{c}");
+    let s = env.snapshot(&[&src]);
+    let added = s["data_added"].as_u64().unwrap();
+    assert!(
+        added < 100_000,
+        "the data of adopted packs was stored again: {added} bytes"
+    );
+    env.ok(&["check", "--read-data"]);
+    let target = env.path("out");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
 }
 
 #[test]

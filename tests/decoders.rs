@@ -25,9 +25,11 @@ fn mangled(valid: &[u8]) -> Vec<Vec<u8>> {
             v[i] ^= 1 << bit;
             out.push(v);
         }
-        let mut v = valid.to_vec();
-        v[i] = 0xff;
-        out.push(v);
+        if valid[i] != 0xff {
+            let mut v = valid.to_vec();
+            v[i] = 0xff;
+            out.push(v);
+        }
     }
     let mut doubled = valid.to_vec();
     doubled.extend_from_slice(valid);

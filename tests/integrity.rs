@@ -234,3 +234,86 @@ fn a_damaged_index_file_does_not_lock_out_a_fresh_machine() {
     let t = env.path("out");
     env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
 }
+
+/// Flip a byte and rename the file to the BLAKE3 of its new bytes, so that the name check
+/// passes and only authentication can catch the damage.
+#[test]
+fn damage_that_passes_the_name_check_is_caught_by_authentication() {
+    for kind in ["packs/", "index/", "snapshots/"] {
+        let (env, _) = populated();
+        let f = largest(&env, kind);
+        let path = env.repo().join(&f);
+        let len = fs::metadata(&path).unwrap().len() as usize;
+        flip(&path, len - 20);
+        let bytes = fs::read(&path).unwrap();
+        let name = blake3::hash(&bytes).to_hex().to_string();
+        let new_path = if kind == "packs/" {
+            env.repo().join("packs").join(&name[..2]).join(&name)
+        } else {
+            env.repo().join(kind).join(&name)
+        };
+        fs::create_dir_all(new_path.parent().unwrap()).unwrap();
+        fs::rename(&path, &new_path).unwrap();
+        fs::remove_dir_all(env.path("cache")).unwrap();
+        let o = env.run(&["check", "--read-data"]);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{kind}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&name[..8]),
+            "{kind}: the renamed file is named: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_snapshot_file_never_stops_new_snapshots() {
+    let (env, src) = populated();
+    let snap = largest(&env, "snapshots/");
+    flip(&env.repo().join(&snap), 30);
+    let o = env.run(&["--json", "snapshot", src.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(snap.rsplit('/').next().unwrap()),
+        "the damaged file is named"
+    );
+    assert_eq!(env.json(&["snapshots"], 0).as_array().unwrap().len(), 1);
+    let o = env.run(&["check"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn a_damaged_key_file_is_listed_and_removable() {
+    let env = Env::new();
+    let added = env
+        .cmd(&[
+            "--json",
+            "key",
+            "add",
+            "--kdf-memory",
+            "64",
+            "--kdf-iterations",
+            "1",
+        ])
+        .env("CAIRN_NEW_PASSWORD", "two")
+        .output()
+        .unwrap();
+    assert!(added.status.success());
+    let id: serde_json::Value = serde_json::from_slice(&added.stdout).unwrap();
+    let id = id["key"].as_str().unwrap().to_string();
+    fs::write(env.repo().join("keys").join(&id), b"{ truncated").unwrap();
+    let keys = env.json(&["key", "list"], 0);
+    assert!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == id.as_str() && k["damaged"].is_string()),
+        "{keys}"
+    );
+    env.ok(&["key", "remove", &id[..10]]);
+    assert_eq!(env.json(&["key", "list"], 0).as_array().unwrap().len(), 1);
+}

@@ -173,6 +173,10 @@ pub fn run(g: &Globals, a: KeyArgs) -> Result<i32> {
                     "", "id", "created", "user"
                 );
                 for k in keys {
+                    if let Some(why) = &k.damaged {
+                        println!("{:<3}{:<10} damaged: {why}", "", k.id.short());
+                        continue;
+                    }
                     println!(
                         "{:<3}{:<10} {:<22} {:<12} {}",
                         if k.current { "*" } else { "" },

@@ -145,7 +145,8 @@ impl Globals {
     /// Opens the repository.
     pub fn open(&self) -> Result<Repository> {
         let (path, _) = self.repo_path();
-        let repo = Repository::open(&path, || self.password(), &self.cache_dir())?;
+        let mut repo = Repository::open(&path, || self.password(), &self.cache_dir())?;
+        repo.set_warning_handler(|w| eprintln!("cairn: warning: {w}"));
         for problem in repo.damaged_index_files() {
             eprintln!(
                 "cairn: warning: {problem}; the blobs it lists cannot be found (run `cairn check`)"

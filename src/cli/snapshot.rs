@@ -104,12 +104,9 @@ fn open_or_create(g: &Globals) -> Result<Repository> {
             "cairn: note: creating the default repository at {} (set -r/--repo or CAIRN_REPOSITORY to use another)",
             path.display()
         );
-        return Ok(Repository::init(
-            &path,
-            &password,
-            &InitOptions::default(),
-            &g.cache_dir(),
-        )?);
+        let mut repo = Repository::init(&path, &password, &InitOptions::default(), &g.cache_dir())?;
+        repo.set_warning_handler(|w| eprintln!("cairn: warning: {w}"));
+        return Ok(repo);
     }
     g.open()
 }
@@ -125,7 +122,16 @@ pub fn run(g: &Globals, a: SnapshotArgs) -> Result<i32> {
     if !a.stdin && !a.stdin_from_command && a.paths.is_empty() {
         bail!("nothing to snapshot: give paths, --stdin or --stdin-from-command -- CMD");
     }
-    let mut repo = open_or_create(g)?;
+    let paths: Vec<PathBuf> = a.paths.iter().map(PathBuf::from).collect();
+    if !a.stdin && !a.stdin_from_command {
+        // Before anything is created or written.
+        cairn::ops::snapshot::check_sources(&paths)?;
+    }
+    let mut repo = if a.dry_run {
+        g.open()?
+    } else {
+        open_or_create(g)?
+    };
     if a.dry_run {
         repo = repo.into_dry_run();
     }
@@ -139,7 +145,6 @@ pub fn run(g: &Globals, a: SnapshotArgs) -> Result<i32> {
     } else if a.stdin_from_command {
         from_command(&repo, &a, &opts)?
     } else {
-        let paths = a.paths.iter().map(PathBuf::from).collect();
         snapshot(&repo, Input::Paths(paths), &opts)?
     };
     for e in &report.error_details {

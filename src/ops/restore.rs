@@ -154,7 +154,25 @@ impl Restorer<'_> {
         });
     }
 
-    /// Restores one directory's contents; returns whether anything in it was selected.
+    /// Makes `tp` a real directory (never following a symlink in its place); returns whether
+    /// it was created by this call.
+    fn ensure_dir(&self, tp: &Path) -> std::io::Result<bool> {
+        match fs::symlink_metadata(tp) {
+            Ok(m) if m.is_dir() => Ok(false),
+            Ok(_) if self.opts.overwrite == Overwrite::Never => {
+                Err(std::io::Error::other("a non-directory is in the way"))
+            }
+            Ok(_) => {
+                fs::remove_file(tp)?;
+                fs::create_dir(tp).map(|()| true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(tp).map(|()| true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Restores one directory's contents into `tpath` (created here, top-down, so no path
+    /// below the target goes through a symlink); returns whether anything was selected.
     fn restore_dir(
         &mut self,
         tree: &BlobId,
@@ -168,6 +186,16 @@ impl Restorer<'_> {
                 self.error(spath, e);
                 return Ok(false);
             }
+        };
+        let created = match self.opts.dry_run || tpath == self.opts.target {
+            true => false,
+            false => match self.ensure_dir(tpath) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.error(spath, e);
+                    return Ok(false);
+                }
+            },
         };
         let mut jobs = Vec::new();
         let mut any = false;
@@ -184,12 +212,6 @@ impl Restorer<'_> {
                     None => false,
                 };
                 if inc || sub_any {
-                    if !self.opts.dry_run
-                        && let Err(e) = fs::create_dir_all(&tp)
-                    {
-                        self.error(&s, e);
-                        continue;
-                    }
                     self.dirs.push((tp, n));
                     any = true;
                 }
@@ -198,15 +220,16 @@ impl Restorer<'_> {
                 any = true;
             }
         }
-        if any && !self.opts.dry_run {
-            fs::create_dir_all(tpath).map_err(|e| Error::io(tpath, e))?;
+        if !any && !inherited && created {
+            // Nothing selected below: leave no empty directory behind.
+            let _ = fs::remove_dir(tpath);
         }
         let (linked, single): (Vec<_>, Vec<_>) = jobs
             .into_iter()
             .partition(|(_, _, n)| n.kind == NodeKind::File && n.nlink > 1);
-        single
-            .par_iter()
-            .for_each(|(s, tp, n)| self.restore_node(s, tp, n));
+        single.par_iter().for_each(|(s, tp, n)| {
+            self.restore_node(s, tp, n);
+        });
         for (s, tp, n) in &linked {
             let key = (n.device, n.inode);
             let first = self
@@ -216,7 +239,8 @@ impl Restorer<'_> {
                 .get(&key)
                 .cloned();
             match first {
-                Some(first) if !self.opts.dry_run => {
+                Some(_) if self.opts.dry_run => self.report().others += 1,
+                Some(first) => {
                     if self.clear_target(s, tp, n) {
                         match fs::hard_link(&first, tp) {
                             Ok(()) => self.report().others += 1,
@@ -224,20 +248,23 @@ impl Restorer<'_> {
                         }
                     }
                 }
-                Some(_) => self.report().others += 1,
                 None => {
-                    self.restore_node(s, tp, n);
-                    self.links
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(key, tp.clone());
+                    // Only a file this restore wrote may become the target of later links.
+                    if self.restore_node(s, tp, n) {
+                        self.links
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(key, tp.clone());
+                    }
                 }
             }
         }
         Ok(any)
     }
 
-    /// Applies the overwrite policy; true when `tp` is free to be written.
+    /// Applies the overwrite policy; true when `tp` may be (re)written. Existing files are
+    /// replaced by rename, so they are not touched here; other existing entries that are not
+    /// directories are removed.
     fn clear_target(&self, s: &Path, tp: &Path, n: &Node) -> bool {
         let Ok(m) = fs::symlink_metadata(tp) else {
             return true;
@@ -257,19 +284,22 @@ impl Restorer<'_> {
             }
             _ => {}
         }
-        let r = if m.is_dir() {
-            fs::remove_dir_all(tp)
-        } else {
-            fs::remove_file(tp)
-        };
-        if let Err(e) = r {
+        if m.is_dir() {
+            self.error(s, "a directory is in the way; not replaced");
+            return false;
+        }
+        if n.kind == NodeKind::File && n.nlink <= 1 {
+            return true;
+        }
+        if let Err(e) = fs::remove_file(tp) {
             self.error(s, e);
             return false;
         }
         true
     }
 
-    fn restore_node(&self, s: &Path, tp: &Path, n: &Node) {
+    /// Restores one non-directory entry; true when it was written.
+    fn restore_node(&self, s: &Path, tp: &Path, n: &Node) -> bool {
         if self.opts.dry_run {
             let mut r = self.report();
             if n.kind == NodeKind::File {
@@ -278,20 +308,22 @@ impl Restorer<'_> {
             } else {
                 r.others += 1;
             }
-            return;
+            return true;
         }
         if !self.clear_target(s, tp, n) {
-            return;
+            return false;
         }
         let res = match n.kind {
             NodeKind::File => self.write_file(tp, n),
             NodeKind::Symlink => {
                 std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&n.link_target), tp)
                     .map_err(|e| e.to_string())
+                    .map(|()| self.apply_meta(tp, n))
             }
             NodeKind::Fifo => {
                 nix::unistd::mkfifo(tp, nix::sys::stat::Mode::from_bits_truncate(n.mode & 0o777))
                     .map_err(|e| e.to_string())
+                    .map(|()| self.apply_meta(tp, n))
             }
             NodeKind::CharDevice | NodeKind::BlockDevice => {
                 let kind = if n.kind == NodeKind::CharDevice {
@@ -305,51 +337,70 @@ impl Restorer<'_> {
                     nix::sys::stat::Mode::from_bits_truncate(n.mode & 0o777),
                     n.rdev as _,
                 ) {
-                    Ok(()) => Ok(()),
+                    Ok(()) => Ok(self.apply_meta(tp, n)),
                     Err(e) => {
                         self.warn(s, format!("cannot create device node: {e}"));
-                        return;
+                        return false;
                     }
                 }
             }
-            NodeKind::Socket => return,
-            NodeKind::Dir => Ok(()),
+            NodeKind::Socket | NodeKind::Dir => return false,
         };
         match res {
             Ok(()) => {
+                let mut r = self.report();
                 if n.kind == NodeKind::File {
-                    let mut r = self.report();
                     r.files += 1;
                     r.bytes += n.size;
-                } else {
-                    self.report().others += 1;
-                }
-                self.apply_meta(tp, n);
-                if self.opts.verify && n.kind == NodeKind::File {
-                    match self.verify_file(tp, n) {
-                        Ok(()) => self.report().verified += 1,
-                        Err(e) => self.error(s, format!("verification failed: {e}")),
+                    if self.opts.verify {
+                        r.verified += 1;
                     }
+                } else {
+                    r.others += 1;
                 }
+                true
             }
-            Err(e) => self.error(s, e),
+            Err(e) => {
+                self.error(s, e);
+                false
+            }
         }
     }
 
+    /// Writes a file under a temporary name beside `tp`, verifies it if asked, applies its
+    /// metadata, and renames it into place: an existing file is replaced only by a complete,
+    /// proven one, and a failure leaves it as it was.
     fn write_file(&self, tp: &Path, n: &Node) -> Result<(), String> {
+        let mut r = [0u8; 8];
+        crate::crypto::random_bytes(&mut r);
+        let tmp = tp.with_file_name(format!(".cairn-restore-{}", hex::encode(r)));
+        let result = self.write_content(&tmp, n).and_then(|()| {
+            if self.opts.verify {
+                self.verify_file(&tmp, n)
+                    .map_err(|e| format!("verification failed: {e}"))?;
+            }
+            self.apply_meta(&tmp, n);
+            fs::rename(&tmp, tp).map_err(|e| e.to_string())
+        });
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn write_content(&self, path: &Path, n: &Node) -> Result<(), String> {
+        use std::os::unix::fs::OpenOptionsExt;
         let f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
-            .open(tp)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
             .map_err(|e| e.to_string())?;
         f.set_len(n.size).map_err(|e| e.to_string())?;
         let mut off = 0u64;
         for id in &n.content {
             let (_, data) = self.repo.load_blob(id).map_err(|e| e.to_string())?;
-            if data.iter().any(|b| *b != 0) {
-                f.write_all_at(&data, off).map_err(|e| e.to_string())?;
-            }
+            write_sparse(&f, &data, off).map_err(|e| e.to_string())?;
             off += data.len() as u64;
         }
         if off != n.size {
@@ -361,8 +412,8 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    fn verify_file(&self, tp: &Path, n: &Node) -> Result<(), String> {
-        let mut f = fs::File::open(tp).map_err(|e| e.to_string())?;
+    fn verify_file(&self, path: &Path, n: &Node) -> Result<(), String> {
+        let mut f = fs::File::open(path).map_err(|e| e.to_string())?;
         for id in &n.content {
             let loc = self
                 .repo
@@ -381,7 +432,8 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Ownership, mode, extended attributes, then times (last, as the others touch ctime).
+    /// Ownership, extended attributes, mode, then times (last, as the others touch ctime;
+    /// xattrs before the mode, which may forbid writing them).
     fn apply_meta(&self, tp: &Path, n: &Node) {
         use nix::unistd::{Gid, Uid};
         let is_link = n.kind == NodeKind::Symlink;
@@ -396,9 +448,6 @@ impl Restorer<'_> {
         {
             self.warn(tp, format!("cannot set owner: {e}"));
         }
-        if !is_link && let Err(e) = fs::set_permissions(tp, fs::Permissions::from_mode(n.mode)) {
-            self.warn(tp, format!("cannot set mode: {e}"));
-        }
         for x in &n.xattrs {
             if let Err(e) = xattr::set(tp, std::ffi::OsStr::from_bytes(&x.name), &x.value) {
                 self.warn(
@@ -409,6 +458,9 @@ impl Restorer<'_> {
                     ),
                 );
             }
+        }
+        if !is_link && let Err(e) = fs::set_permissions(tp, fs::Permissions::from_mode(n.mode)) {
+            self.warn(tp, format!("cannot set mode: {e}"));
         }
         if n.kind == NodeKind::Dir && n.mtime_ns == 0 && n.ctime_ns == 0 {
             // A directory on the way to a snapshot path: its times were not recorded.
@@ -422,5 +474,66 @@ impl Restorer<'_> {
         if let Err(e) = filetime::set_symlink_file_times(tp, mtime, mtime) {
             self.warn(tp, format!("cannot set times: {e}"));
         }
+    }
+}
+
+/// Hole granularity: runs of zeros this long and aligned are left unwritten.
+const HOLE_BLOCK: usize = 4096;
+
+/// Writes `data` at `off`, skipping aligned all-zero blocks so that they stay holes in the
+/// file (which was sized with `set_len`, so skipped ranges read as zeros).
+fn write_sparse(f: &fs::File, data: &[u8], off: u64) -> std::io::Result<()> {
+    let mut i = 0;
+    while i < data.len() {
+        // Block boundaries aligned to the file offset.
+        let block_end = |i: usize| {
+            (((off as usize + i) / HOLE_BLOCK + 1) * HOLE_BLOCK - off as usize).min(data.len())
+        };
+        let mut j = block_end(i);
+        if data[i..j].iter().all(|b| *b == 0) {
+            i = j;
+            continue;
+        }
+        while j < data.len() {
+            let k = block_end(j);
+            if data[j..k].iter().all(|b| *b == 0) {
+                break;
+            }
+            j = k;
+        }
+        f.write_all_at(&data[i..j], off + i as u64)?;
+        i = j;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_writes_leave_zero_blocks_unwritten_and_content_exact() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        let mut data = vec![0u8; 3 << 20];
+        data[10] = 1;
+        data[(2 << 20) + 5000] = 2;
+        let off = 1000;
+        f.set_len(off + data.len() as u64).unwrap();
+        write_sparse(&f, &data, off).unwrap();
+        let back = fs::read(&p).unwrap();
+        assert_eq!(&back[off as usize..], &data[..]);
+        assert!(
+            f.metadata().unwrap().blocks() * 512 < 64 * 1024,
+            "{} blocks",
+            f.metadata().unwrap().blocks()
+        );
     }
 }

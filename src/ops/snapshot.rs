@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
@@ -156,7 +155,8 @@ struct Archiver<'r, 'o> {
     owners: Owners,
     summary: Summary,
     errors: Vec<SourceError>,
-    hardlinks: HashMap<(u64, u64), Vec<BlobId>>,
+    /// Content of hardlinked files by (device, inode), with the number of links not yet seen.
+    hardlinks: HashMap<(u64, u64), (Vec<BlobId>, u64)>,
 }
 
 /// Requested paths as a trie of components below `/`.
@@ -335,9 +335,14 @@ impl<'r, 'o> Archiver<'r, 'o> {
         }
         let link_key = (node.device, node.inode);
         if node.nlink > 1
-            && let Some(c) = self.hardlinks.get(&link_key)
+            && let Some((c, left)) = self.hardlinks.get_mut(&link_key)
         {
             node.content = c.clone();
+            // Forget the content once every link was seen: the map holds only open groups.
+            *left -= 1;
+            if *left == 0 {
+                self.hardlinks.remove(&link_key);
+            }
         } else {
             match self.read_file(path, node) {
                 Ok(content) => node.content = content,
@@ -350,7 +355,8 @@ impl<'r, 'o> Archiver<'r, 'o> {
                 }
             }
             if node.nlink > 1 {
-                self.hardlinks.insert(link_key, node.content.clone());
+                self.hardlinks
+                    .insert(link_key, (node.content.clone(), node.nlink - 1));
             }
         }
         if pnode.is_some() {
@@ -371,9 +377,21 @@ impl<'r, 'o> Archiver<'r, 'o> {
     }
 
     fn read_file(&mut self, path: &Path, node: &Node) -> Result<Vec<BlobId>, ReadError> {
-        let f = File::open(path)?;
+        // O_NOFOLLOW and O_NONBLOCK: if the entry was swapped for a symlink or a FIFO since it
+        // was examined, fail (or return at once) instead of following it or blocking forever.
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)?;
+        let opened = f.metadata()?;
+        if !opened.is_file() || opened.ino() != node.inode {
+            return Err(ReadError::Source(std::io::Error::other(
+                "replaced by another file while being read; skipped",
+            )));
+        }
         let mut content = Vec::new();
-        let n = self.store_stream(&f, &mut content)?;
+        let n = self.store_stream(&f, Some(node.size), &mut content)?;
         let after = f.metadata()?;
         if n != node.size
             || after.len() != node.size
@@ -387,9 +405,14 @@ impl<'r, 'o> Archiver<'r, 'o> {
         Ok(content)
     }
 
-    fn store_stream(&mut self, r: impl Read, content: &mut Vec<BlobId>) -> Result<u64, ReadError> {
+    fn store_stream(
+        &mut self,
+        r: impl Read,
+        size_hint: Option<u64>,
+        content: &mut Vec<BlobId>,
+    ) -> Result<u64, ReadError> {
         let chunker = self.repo.chunker();
-        let n = for_each_window(r, chunker, |buf, ranges| {
+        let n = for_each_window(r, chunker, size_hint, |buf, ranges| {
             self.store_chunks(buf, ranges, content)
                 .map_err(ReadError::Repo)
         })?;
@@ -452,6 +475,24 @@ fn build_trie(paths: &[PathBuf]) -> PathTrie {
     root
 }
 
+/// Refuses a run whose source paths cannot be examined, before anything is written.
+pub fn check_sources(paths: &[PathBuf]) -> Result<()> {
+    if paths.is_empty() {
+        return Err(Error::Invalid(
+            "nothing to snapshot: give at least one path".into(),
+        ));
+    }
+    for p in paths {
+        if let Err(e) = std::fs::symlink_metadata(p) {
+            return Err(Error::Invalid(format!(
+                "source path {} cannot be read: {e}",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn find_parent(
     repo: &Repository,
     opts: &SnapshotOptions,
@@ -482,6 +523,9 @@ pub fn snapshot(
     let dry_run = repo.is_dry_run();
     let (host, user) = crate::repo::whoami();
     let host = opts.host.clone().unwrap_or(host);
+    if let Input::Paths(paths) = &input {
+        check_sources(paths)?;
+    }
     if !dry_run {
         // Repair around what a killed run left: its temporary files and its unindexed packs.
         repo.backend().remove_stale_temps()?;
@@ -552,7 +596,7 @@ pub fn snapshot(
             let strs = vec![format!("/{name}")];
             let parent = find_parent(repo, opts, &host, &strs)?;
             let mut content = Vec::new();
-            let size = match a.store_stream(reader, &mut content) {
+            let size = match a.store_stream(reader, None, &mut content) {
                 Ok(n) => n,
                 Err(ReadError::Repo(e)) => return Err(e),
                 Err(ReadError::Source(e)) => return Err(Error::io(format!("<{name}>"), e)),

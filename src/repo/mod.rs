@@ -72,6 +72,9 @@ pub struct KeyInfo {
     pub host: String,
     /// User that added it.
     pub user: String,
+    /// Why the key file cannot be read, when it is damaged (it can still be removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
 }
 
 /// An open, unlocked repository.
@@ -85,6 +88,7 @@ pub struct Repository {
     chunker: Chunker,
     dry_run: bool,
     damaged_index: Mutex<Vec<String>>,
+    warn: Box<dyn Fn(&str) + Send + Sync>,
 }
 
 /// The user and host names recorded in keys and snapshots.
@@ -238,6 +242,7 @@ impl Repository {
             chunker,
             dry_run: false,
             damaged_index: Mutex::new(Vec::new()),
+            warn: Box::new(|_| {}),
         };
         repo.sync_index()?;
         Ok(repo)
@@ -254,6 +259,12 @@ impl Repository {
         self.backend = Arc::new(crate::backend::DryRunBackend(self.backend));
         self.dry_run = true;
         self
+    }
+
+    /// Sets where problems that do not stop an operation are reported (the library never
+    /// prints): e.g. a damaged snapshot file skipped while looking for a parent.
+    pub fn set_warning_handler(&mut self, f: impl Fn(&str) + Send + Sync + 'static) {
+        self.warn = Box::new(f);
     }
 
     /// True when writes are discarded.
@@ -477,11 +488,17 @@ impl Repository {
             .collect())
     }
 
-    /// All snapshots, oldest first.
+    /// All readable snapshots, oldest first. A damaged snapshot file is reported to the
+    /// warning handler and skipped, so that one bad file never stops new snapshots (`check`
+    /// reports it as an error).
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut v = Vec::new();
         for id in self.snapshot_ids()? {
-            v.push((id, self.load_snapshot(&id)?));
+            match self.load_snapshot(&id) {
+                Ok(s) => v.push((id, s)),
+                Err(e @ Error::Corrupt { .. }) => (self.warn)(&format!("{e}; skipped")),
+                Err(e) => return Err(e),
+            }
         }
         v.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(v)
@@ -517,22 +534,32 @@ impl Repository {
         }
     }
 
-    /// Lists key files.
+    /// Lists key files; damaged ones are listed with the reason, so they can be removed.
     pub fn keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
         for (name, _) in self.backend.list(FileKind::Key)? {
             let Ok(id) = name.parse::<KeyId>() else {
                 continue;
             };
-            let kf = KeyFile::decode(&self.backend.get(FileKind::Key, &name)?)
-                .map_err(|e| Error::corrupt(format!("keys/{name}"), e.to_string()))?;
-            out.push(KeyInfo {
-                id,
-                current: id == self.key_id,
-                created: kf.created,
-                host: kf.host,
-                user: kf.user,
-            });
+            let info = match KeyFile::decode(&self.backend.get(FileKind::Key, &name)?) {
+                Ok(kf) => KeyInfo {
+                    id,
+                    current: id == self.key_id,
+                    created: kf.created,
+                    host: kf.host,
+                    user: kf.user,
+                    damaged: None,
+                },
+                Err(e) => KeyInfo {
+                    id,
+                    current: false,
+                    created: String::new(),
+                    host: String::new(),
+                    user: String::new(),
+                    damaged: Some(e.to_string()),
+                },
+            };
+            out.push(info);
         }
         Ok(out)
     }

@@ -10,17 +10,28 @@ pub const WINDOW: usize = 32 << 20;
 
 /// Reads `r` to its end, calling `f` with each window's buffer and the chunk ranges in it.
 /// Only final chunk boundaries are reported: bytes after the last boundary of a window are
-/// carried into the next one. Returns the number of bytes read.
+/// carried into the next one. `size_hint` (a file's size) keeps the buffer of a small input
+/// small. Returns the number of bytes read.
 pub fn for_each_window<R: Read, E: From<std::io::Error>>(
     mut r: R,
     chunker: &Chunker,
+    size_hint: Option<u64>,
     mut f: impl FnMut(&[u8], Vec<Range<usize>>) -> Result<(), E>,
 ) -> Result<u64, E> {
-    let window = WINDOW.max(2 * chunker.max_size());
-    let mut buf: Vec<u8> = Vec::with_capacity(window);
+    let full = WINDOW.max(2 * chunker.max_size());
+    // One byte more than the expected size, so that end of file is seen in the first window.
+    let mut window = size_hint.map_or(full, |h| {
+        usize::try_from(h).map_or(full, |h| h.saturating_add(1).min(full))
+    });
+    let mut buf: Vec<u8> = Vec::new();
     let mut total = 0u64;
     let mut eof = false;
     while !eof {
+        // The input is longer than hinted, or a carried tail fills the window: use it all
+        // (the carry is below max_size, half of `full`, so a full window always progresses).
+        if window <= buf.len() {
+            window = full;
+        }
         // Fill the window.
         let start = buf.len();
         buf.resize(window, 0);
@@ -79,15 +90,29 @@ mod tests {
         blake3::Hasher::new().finalize_xof().fill(&mut data);
         let whole: Vec<Vec<u8>> = c.chunks(&data).map(|r| data[r].to_vec()).collect();
         let mut streamed = Vec::new();
-        let n = for_each_window::<_, std::io::Error>(&data[..], &c, |buf, rs| {
+        let n = for_each_window::<_, std::io::Error>(&data[..], &c, None, |buf, rs| {
             streamed.extend(rs.into_iter().map(|r| buf[r].to_vec()));
             Ok(())
         })
         .unwrap();
         assert_eq!(n, data.len() as u64);
         assert_eq!(streamed, whole);
+        // Wrong hints (too small, too large) change nothing but the buffer size.
+        for hint in [0u64, 1, 5000, 100_000, 1 << 40] {
+            let mut got = Vec::new();
+            for_each_window::<_, std::io::Error>(&data[..200_000], &c, Some(hint), |buf, rs| {
+                got.extend(rs.into_iter().map(|r| buf[r].to_vec()));
+                Ok(())
+            })
+            .unwrap();
+            let want: Vec<Vec<u8>> = c
+                .chunks(&data[..200_000])
+                .map(|r| data[r].to_vec())
+                .collect();
+            assert_eq!(got, want, "hint {hint}");
+        }
         let mut empty_calls = 0;
-        for_each_window::<_, std::io::Error>(&[][..], &c, |_, _| {
+        for_each_window::<_, std::io::Error>(&[][..], &c, Some(0), |_, _| {
             empty_calls += 1;
             Ok(())
         })
