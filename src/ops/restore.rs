@@ -337,7 +337,10 @@ impl Restorer<'_> {
                     nix::sys::stat::Mode::from_bits_truncate(n.mode & 0o777),
                     n.rdev as _,
                 ) {
-                    Ok(()) => Ok(self.apply_meta(tp, n)),
+                    Ok(()) => {
+                        self.apply_meta(tp, n);
+                        Ok(())
+                    }
                     Err(e) => {
                         self.warn(s, format!("cannot create device node: {e}"));
                         return false;
