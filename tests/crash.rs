@@ -172,3 +172,24 @@ fn a_dead_writers_temporary_file_never_blocks_and_is_cleaned() {
     env.snapshot(&[&src]);
     assert!(!stale.exists() && !stale_pack.exists());
 }
+
+#[test]
+fn an_init_killed_before_config_can_be_run_again() {
+    let env = Env::new();
+    let keys_before: Vec<_> = env
+        .repo_files()
+        .into_iter()
+        .filter(|f| f.0.starts_with("keys/"))
+        .collect();
+    fs::remove_file(env.repo().join("config")).unwrap();
+    assert_eq!(env.run(&["snapshots"]).status.code(), Some(10));
+    env.ok(&["init", "--kdf-memory", "64", "--kdf-iterations", "1"]);
+    let keys_after: Vec<_> = env
+        .repo_files()
+        .into_iter()
+        .filter(|f| f.0.starts_with("keys/"))
+        .collect();
+    assert_eq!(keys_after.len(), 1);
+    assert_ne!(keys_before, keys_after, "the orphan key was replaced");
+    env.ok(&["snapshots"]);
+}

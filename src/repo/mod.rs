@@ -112,6 +112,46 @@ fn random_key_id() -> KeyId {
     KeyId(b)
 }
 
+/// True when `root` is missing, empty, or holds only what an `init` killed before writing
+/// `config` leaves: the folder layout, key files and temporary files, and no data.
+fn empty_or_interrupted_init(root: &Path) -> Result<bool> {
+    let rd = match std::fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(Error::io(root, e)),
+    };
+    for e in rd {
+        let e = e.map_err(|err| Error::io(root, err))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".tmp-") || name == "keys" {
+            continue;
+        }
+        if !matches!(name.as_ref(), "snapshots" | "index" | "packs") {
+            return Ok(false);
+        }
+        let has_files = walk_has_file(&e.path()).map_err(|err| Error::io(e.path(), err))?;
+        if has_files {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn walk_has_file(dir: &Path) -> std::io::Result<bool> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            if walk_has_file(&e.path())? {
+                return Ok(true);
+            }
+        } else {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Checks that `root` can hold a repository or is one; the error names the problem.
 fn check_root(root: &Path) -> Result<bool> {
     match std::fs::metadata(root) {
@@ -139,14 +179,16 @@ impl Repository {
         if check_root(root)? {
             return Err(Error::AlreadyExists(root.to_path_buf()));
         }
-        if let Ok(mut rd) = std::fs::read_dir(root)
-            && rd.next().is_some()
-        {
+        if !empty_or_interrupted_init(root)? {
             return Err(Error::AlreadyExists(root.to_path_buf()));
         }
         std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
         let local = LocalBackend::new(root);
         local.create_layout()?;
+        // Keys left by an interrupted init wrap a master key that never protected anything.
+        for (name, _) in local.list(FileKind::Key)? {
+            local.delete(FileKind::Key, &name)?;
+        }
         let key = MasterKey::generate();
         let (host, user) = whoami();
         let kf = KeyFile::wrap(&key, password, opts.kdf, &host, &user)
