@@ -269,13 +269,7 @@ fn ls_shows_odd_names_and_dump_returns_bytes() {
     fs::write(src.join("new\nline"), b"nl").unwrap();
     fs::write(src.join("data.bin"), random_bytes(9, 300_000)).unwrap();
     env.snapshot(&[&src]);
-    let listing = env.json(&["ls", "latest", src.to_str().unwrap()], 0);
-    let names: Vec<&str> = listing
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["name"].as_str().unwrap())
-        .collect();
+    let names = env.ls_names(&["ls", "latest", src.to_str().unwrap()]);
     assert_eq!(names, vec!["data.bin", "new\nline"]);
     let o = env.run(&["dump", "latest", src.join("data.bin").to_str().unwrap()]);
     assert!(o.status.success());

@@ -177,13 +177,7 @@ fn excludes_and_tags_and_listing_filters() {
         0,
     );
     assert_eq!(s["files_new"], 1, "{s}");
-    let listing = env.json(&["ls", "latest", src.to_str().unwrap()], 0);
-    let names: Vec<&str> = listing
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["name"].as_str().unwrap())
-        .collect();
+    let names = env.ls_names(&["ls", "latest", src.to_str().unwrap()]);
     assert_eq!(names, vec!["keep.txt"]);
     assert_eq!(
         env.json(&["snapshots", "--tag", "db"], 0)
@@ -253,13 +247,7 @@ fn the_repository_and_cache_inside_a_source_are_not_stored() {
     // The workspace holds the repository and the cache; snapshot all of it.
     let s = env.snapshot(&[env.dir.path()]);
     assert_eq!(s["files_new"], 1, "{s}");
-    let listing = env.json(&["ls", "latest", env.dir.path().to_str().unwrap()], 0);
-    let names: Vec<&str> = listing
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["name"].as_str().unwrap())
-        .collect();
+    let names = env.ls_names(&["ls", "latest", env.dir.path().to_str().unwrap()]);
     assert_eq!(names, vec!["note"]);
 }
 
@@ -298,13 +286,7 @@ fn one_file_system_keeps_mount_points_but_not_their_content() {
     fs::write(src.join("mnt/remote"), b"r").unwrap();
     let s = env.json(&["snapshot", "--one-file-system", src.to_str().unwrap()], 0);
     assert_eq!(s["files_new"], 1, "{s}");
-    let listing = env.json(&["ls", "--recursive", "latest", src.to_str().unwrap()], 0);
-    let names: Vec<&str> = listing
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["name"].as_str().unwrap())
-        .collect();
+    let names = env.ls_names(&["ls", "--recursive", "latest", src.to_str().unwrap()]);
     assert_eq!(
         names,
         vec!["local", "mnt"],

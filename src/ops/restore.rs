@@ -8,7 +8,8 @@
 //!     run the directory's file jobs on the pool (hardlinked files in order, to link them)
 //! set directory metadata, deepest first (times last, after all content is in place)
 //! ```
-//! File content is written at its offsets after `set_len`, so all-zero chunks stay holes.
+//! File content is written at its offsets after `set_len`, skipping aligned all-zero 4 KiB
+//! blocks, so holes stay holes; a file goes to a temporary name and is renamed into place.
 //! Every blob is authenticated and its id re-derived before a byte of it is written; a file
 //! whose data is damaged is reported and the restore goes on with the others.
 

@@ -210,23 +210,12 @@ impl<'r, 'o> Archiver<'r, 'o> {
         trie: &PathTrie,
         pnode: Option<&Node>,
     ) -> Result<Option<Node>> {
-        let m = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) => {
-                self.report(path, e);
-                return Ok(None);
-            }
-        };
-        let mut node = match node_from_metadata(name, path, &m, &mut self.owners) {
-            Ok(n) => n,
-            Err(e) => {
-                self.report(path, e);
-                return Ok(None);
-            }
+        let Some((_, mut node)) = self.examine(path, name) else {
+            return Ok(None);
         };
         // Only part of this directory is stored, so its times and link count describe entries
-        // that are not in the snapshot; zeroing them keeps an unchanged source's trees identical when a
-        // sibling of the source changes (restore leaves such directories' times alone).
+        // that are not in the snapshot; zeroing them keeps an unchanged source's trees
+        // identical when a sibling of the source changes (restore leaves such times alone).
         node.mtime_ns = 0;
         node.ctime_ns = 0;
         node.nlink = 0;
@@ -234,6 +223,19 @@ impl<'r, 'o> Archiver<'r, 'o> {
         node.subtree = Some(self.save_trie(path, trie, ptree.as_ref())?);
         self.summary.dirs += 1;
         Ok(Some(node))
+    }
+
+    /// `lstat` and the node for `path`; a failure is reported and gives `None`.
+    fn examine(&mut self, path: &Path, name: &OsStr) -> Option<(std::fs::Metadata, Node)> {
+        let node = std::fs::symlink_metadata(path)
+            .and_then(|m| node_from_metadata(name, path, &m, &mut self.owners).map(|n| (m, n)));
+        match node {
+            Ok(found) => Some(found),
+            Err(e) => {
+                self.report(path, e);
+                None
+            }
+        }
     }
 
     fn parent_subtree(&self, pnode: Option<&Node>) -> Option<Tree> {
@@ -251,19 +253,8 @@ impl<'r, 'o> Archiver<'r, 'o> {
         if self.excludes.excluded(path, name) || self.opts.skip.iter().any(|s| s == path) {
             return Ok(None);
         }
-        let m = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) => {
-                self.report(path, e);
-                return Ok(None);
-            }
-        };
-        let mut node = match node_from_metadata(name, path, &m, &mut self.owners) {
-            Ok(n) => n,
-            Err(e) => {
-                self.report(path, e);
-                return Ok(None);
-            }
+        let Some((m, mut node)) = self.examine(path, name) else {
+            return Ok(None);
         };
         match node.kind {
             NodeKind::Dir => {
@@ -594,7 +585,11 @@ pub fn snapshot(
                 )));
             }
             let strs = vec![format!("/{name}")];
-            let parent = find_parent(repo, opts, &host, &strs)?;
+            let parent = if opts.force {
+                None
+            } else {
+                find_parent(repo, opts, &host, &strs)?
+            };
             let mut content = Vec::new();
             let size = match a.store_stream(reader, None, &mut content) {
                 Ok(n) => n,

@@ -113,6 +113,17 @@ impl Env {
         self.json(&a, 0)
     }
 
+    /// The `name` of every entry `ls --json ARGS` lists.
+    pub fn ls_names(&self, args: &[&str]) -> Vec<String> {
+        let listing = self.json(args, 0);
+        listing
+            .as_array()
+            .expect("ls --json prints an array")
+            .iter()
+            .map(|n| n["name"].as_str().expect("name").to_string())
+            .collect()
+    }
+
     /// Every file of the repository with its size.
     pub fn repo_files(&self) -> Vec<(String, u64)> {
         let mut out = Vec::new();
