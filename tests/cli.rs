@@ -153,22 +153,7 @@ fn keys_can_be_added_changed_and_removed() {
     let env = Env::new();
     let keys = env.json(&["key", "list"], 0);
     assert_eq!(keys.as_array().unwrap().len(), 1);
-    let added = env
-        .cmd(&[
-            "--json",
-            "key",
-            "add",
-            "--kdf-memory",
-            "64",
-            "--kdf-iterations",
-            "1",
-        ])
-        .env("CAIRN_NEW_PASSWORD", "second")
-        .output()
-        .unwrap();
-    assert!(added.status.success());
-    let id: serde_json::Value = serde_json::from_slice(&added.stdout).unwrap();
-    let id = id["key"].as_str().unwrap().to_string();
+    let id = env.add_key("second");
     assert!(
         env.cmd(&["snapshots"])
             .env("CAIRN_PASSWORD", "second")

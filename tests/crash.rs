@@ -34,22 +34,7 @@ fn sigkill_mid_snapshot_leaves_a_checkable_repository_and_the_next_run_reuses_da
     let mut killed = 0;
     // Kill at increasing delays so that the kill lands at different stages.
     for delay_ms in [2u64, 10, 25, 50, 80, 120] {
-        let env = Env::bare();
-        env.ok(&[
-            "init",
-            "--kdf-memory",
-            "64",
-            "--kdf-iterations",
-            "1",
-            "--chunk-min",
-            "16K",
-            "--chunk-avg",
-            "64K",
-            "--chunk-max",
-            "256K",
-            "--pack-size",
-            "64K",
-        ]);
+        let env = Env::with_init_args(&["--pack-size", "64K"]);
         let src = source(&env);
         let mut child = env
             .cmd(&["snapshot", src.to_str().unwrap()])

@@ -289,22 +289,7 @@ fn a_damaged_snapshot_file_never_stops_new_snapshots() {
 #[test]
 fn a_damaged_key_file_is_listed_and_removable() {
     let env = Env::new();
-    let added = env
-        .cmd(&[
-            "--json",
-            "key",
-            "add",
-            "--kdf-memory",
-            "64",
-            "--kdf-iterations",
-            "1",
-        ])
-        .env("CAIRN_NEW_PASSWORD", "two")
-        .output()
-        .unwrap();
-    assert!(added.status.success());
-    let id: serde_json::Value = serde_json::from_slice(&added.stdout).unwrap();
-    let id = id["key"].as_str().unwrap().to_string();
+    let id = env.add_key("two");
     fs::write(env.repo().join("keys").join(&id), b"{ truncated").unwrap();
     let keys = env.json(&["key", "list"], 0);
     assert!(

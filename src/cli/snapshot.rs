@@ -151,7 +151,11 @@ pub fn run(g: &Globals, a: SnapshotArgs) -> Result<i32> {
         eprintln!("cairn: warning: {}: {}", e.path, e.error);
     }
     print_report(g, &report)?;
-    Ok(if report.errors > 0 { EXIT_PARTIAL } else { 0 })
+    Ok(if report.summary.errors > 0 {
+        EXIT_PARTIAL
+    } else {
+        0
+    })
 }
 
 fn from_command(
@@ -203,23 +207,23 @@ fn print_report(g: &Globals, r: &SnapshotReport) -> Result<()> {
     }
     g.say(format!(
         "files: {} new, {} changed, {} unmodified; {} dirs",
-        r.files_new, r.files_changed, r.files_unmodified, r.dirs
+        r.summary.files_new, r.summary.files_changed, r.summary.files_unmodified, r.summary.dirs
     ));
     g.say(format!(
         "read {}, added {} ({} stored) in {:.2}s",
-        human(r.bytes_read),
-        human(r.data_added),
-        human(r.data_added_packed),
+        human(r.summary.bytes_read),
+        human(r.summary.data_added),
+        human(r.summary.data_added_packed),
         r.duration_s
     ));
     match &r.snapshot_id {
         Some(id) => g.say(format!("snapshot {} saved", id.short())),
         None => g.say("dry run: nothing written"),
     }
-    if r.errors > 0 && !g.quiet {
+    if r.summary.errors > 0 && !g.quiet {
         eprintln!(
             "cairn: {} entries could not be read and were skipped (listed above)",
-            r.errors
+            r.summary.errors
         );
     }
     Ok(())

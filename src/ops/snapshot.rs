@@ -87,31 +87,19 @@ pub struct SourceError {
     pub error: String,
 }
 
-/// The result of a snapshot run.
+/// The result of a snapshot run. Serialised flat: the summary's figures are top-level
+/// fields of `snapshot --json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct SnapshotReport {
     /// Id of the snapshot written (none on a dry run).
     pub snapshot_id: Option<SnapshotId>,
     /// Parent used for change detection.
     pub parent: Option<SnapshotId>,
-    /// Files not in the parent.
-    pub files_new: u64,
-    /// Files re-read because their metadata changed.
-    pub files_changed: u64,
-    /// Files reused unread.
-    pub files_unmodified: u64,
-    /// Directories.
-    pub dirs: u64,
-    /// Content bytes read.
-    pub bytes_read: u64,
-    /// Plaintext bytes of new blobs.
-    pub data_added: u64,
-    /// Stored bytes of new blobs.
-    pub data_added_packed: u64,
+    /// The figures also stored in the snapshot (`errors` is the number of skipped entries).
+    #[serde(flatten)]
+    pub summary: Summary,
     /// Wall time.
     pub duration_s: f64,
-    /// Number of skipped entries.
-    pub errors: u64,
     /// The skipped entries.
     pub error_details: Vec<SourceError>,
     /// True when nothing was written.
@@ -653,15 +641,8 @@ pub fn snapshot(
     Ok(SnapshotReport {
         snapshot_id,
         parent: snap.parent,
-        files_new: summary.files_new,
-        files_changed: summary.files_changed,
-        files_unmodified: summary.files_unmodified,
-        dirs: summary.dirs,
-        bytes_read: summary.bytes_read,
-        data_added: summary.data_added,
-        data_added_packed: summary.data_added_packed,
+        summary,
         duration_s: started.elapsed().as_secs_f64(),
-        errors: summary.errors,
         error_details: errors,
         dry_run,
     })

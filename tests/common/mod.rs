@@ -17,13 +17,14 @@ pub fn bin() -> &'static str {
 impl Env {
     /// A workspace with an initialised repository (cheap KDF, small chunks for fast tests).
     pub fn new() -> Env {
+        Env::with_init_args(&[])
+    }
+
+    /// Like [`Env::new`], with more `init` arguments.
+    pub fn with_init_args(extra: &[&str]) -> Env {
         let e = Env::bare();
-        e.ok(&[
-            "init",
-            "--kdf-memory",
-            "64",
-            "--kdf-iterations",
-            "1",
+        let mut args = vec!["init", "--kdf-memory", "64", "--kdf-iterations", "1"];
+        args.extend([
             "--chunk-min",
             "16K",
             "--chunk-avg",
@@ -31,7 +32,33 @@ impl Env {
             "--chunk-max",
             "256K",
         ]);
+        args.extend_from_slice(extra);
+        e.ok(&args);
         e
+    }
+
+    /// Adds a key for `password` (cheap KDF) and returns its id.
+    pub fn add_key(&self, password: &str) -> String {
+        let o = self
+            .cmd(&[
+                "--json",
+                "key",
+                "add",
+                "--kdf-memory",
+                "64",
+                "--kdf-iterations",
+                "1",
+            ])
+            .env("CAIRN_NEW_PASSWORD", password)
+            .output()
+            .expect("run cairn");
+        assert!(
+            o.status.success(),
+            "key add: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        v["key"].as_str().expect("key id").to_string()
     }
 
     /// A workspace without a repository.
