@@ -117,6 +117,76 @@ impl From<std::io::Error> for ReadError {
     }
 }
 
+/// Files up to this size are read in parallel batches (larger ones are streamed in windows).
+const SMALL_FILE: u64 = 1 << 20;
+/// A batch is stored once it holds this many bytes or files.
+const SMALL_BATCH_BYTES: u64 = 32 << 20;
+const SMALL_BATCH_FILES: usize = 2048;
+
+/// A small file waiting for its batch.
+struct SmallFile {
+    path: PathBuf,
+    node: Node,
+    /// The parent snapshot had a file at this path (counted as changed, not new).
+    changed: bool,
+}
+
+/// A small file's content, cut and hashed.
+struct SmallContent {
+    data: Vec<u8>,
+    ranges: Vec<Range<usize>>,
+    ids: Vec<BlobId>,
+}
+
+/// Opens a file without following a symlink or blocking on a FIFO swapped in since it was
+/// examined, and checks that it is still the same regular file (`node`'s inode).
+fn open_examined(path: &Path, node: &Node) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() || m.ino() != node.inode {
+        return Err(std::io::Error::other(
+            "replaced by another file while being read; skipped",
+        ));
+    }
+    Ok(f)
+}
+
+/// True when the open file still has the size and times it had when examined.
+fn unchanged_since(f: &std::fs::File, node: &Node, read: u64) -> std::io::Result<bool> {
+    let m = f.metadata()?;
+    Ok(read == node.size
+        && m.len() == node.size
+        && to_ns(m.mtime(), m.mtime_nsec()) == node.mtime_ns
+        && to_ns(m.ctime(), m.ctime_nsec()) == node.ctime_ns)
+}
+
+/// Reads a small file whole, cuts and hashes it (runs on the worker pool).
+fn read_small(
+    path: &Path,
+    node: &Node,
+    chunker: &crate::chunker::Chunker,
+    key: &crate::crypto::MasterKey,
+) -> std::io::Result<SmallContent> {
+    let mut f = open_examined(path, node)?;
+    let mut data = Vec::with_capacity(node.size as usize + 1);
+    (&mut f).take(node.size + 1).read_to_end(&mut data)?;
+    if !unchanged_since(&f, node, data.len() as u64)? {
+        return Err(std::io::Error::other(
+            "file changed while it was read; skipped",
+        ));
+    }
+    let ranges: Vec<Range<usize>> = chunker.chunks(&data).collect();
+    let ids = ranges
+        .iter()
+        .map(|r| key.blob_id(&data[r.clone()]))
+        .collect();
+    Ok(SmallContent { data, ranges, ids })
+}
+
 struct Excludes {
     patterns: PathPatterns,
     if_present: Vec<OsString>,
@@ -143,6 +213,10 @@ struct Archiver<'r, 'o> {
     owners: Owners,
     summary: Summary,
     errors: Vec<SourceError>,
+    /// Small files of the directory being archived, waiting to be read as one parallel batch.
+    small: Vec<SmallFile>,
+    /// Their total size.
+    small_bytes: u64,
     /// Content of hardlinked files by (device, inode), with the number of links not yet seen.
     hardlinks: HashMap<(u64, u64), (Vec<BlobId>, u64)>,
 }
@@ -175,6 +249,7 @@ impl<'r, 'o> Archiver<'r, 'o> {
 
     /// Archives the trie below `dir` (an absolute path), returning its tree id.
     fn save_trie(&mut self, dir: &Path, trie: &PathTrie, parent: Option<&Tree>) -> Result<BlobId> {
+        let outer = self.begin_dir();
         let mut tree = Tree::default();
         for (name, child) in &trie.children {
             let path = dir.join(name);
@@ -188,7 +263,92 @@ impl<'r, 'o> Archiver<'r, 'o> {
                 tree.push(n);
             }
         }
+        self.end_dir(&mut tree, outer)?;
         self.saver.save(BlobType::Tree, &tree.encode())
+    }
+
+    /// Starts a directory: its small files are batched apart from its parent's.
+    fn begin_dir(&mut self) -> (Vec<SmallFile>, u64) {
+        (
+            std::mem::take(&mut self.small),
+            std::mem::take(&mut self.small_bytes),
+        )
+    }
+
+    /// Finishes a directory: stores its last batch of small files into `tree`.
+    fn end_dir(&mut self, tree: &mut Tree, outer: (Vec<SmallFile>, u64)) -> Result<()> {
+        self.flush_small(tree)?;
+        (self.small, self.small_bytes) = outer;
+        Ok(())
+    }
+
+    /// Reads, chunks and hashes the pending small files in parallel, then seals their new
+    /// chunks in parallel: per-file overhead no longer keeps a core idle.
+    fn flush_small(&mut self, tree: &mut Tree) -> Result<()> {
+        let files = std::mem::take(&mut self.small);
+        self.small_bytes = 0;
+        if files.is_empty() {
+            return Ok(());
+        }
+        let (key, chunker) = (self.repo.key(), self.repo.chunker());
+        let read: Vec<_> = files
+            .into_par_iter()
+            .map(|f| {
+                let r = read_small(&f.path, &f.node, chunker, key);
+                (f, r)
+            })
+            .collect();
+        let mut done = Vec::with_capacity(read.len());
+        for (f, r) in read {
+            match r {
+                Ok(content) => done.push((f, content)),
+                Err(e) => {
+                    self.summary.total_files -= 1;
+                    self.summary.total_bytes -= f.node.size;
+                    self.report(&f.path, e);
+                }
+            }
+        }
+        let mut batch = HashSet::new();
+        let mut todo = Vec::new();
+        for (i, (_, c)) in done.iter().enumerate() {
+            for (r, id) in c.ranges.iter().zip(&c.ids) {
+                if batch.insert(*id) && !self.saver.is_known(id)? {
+                    todo.push((i, r.clone(), *id));
+                }
+            }
+        }
+        let compression = self.repo.config().compression;
+        let sealed: Vec<(BlobId, Vec<u8>, usize)> = todo
+            .par_iter()
+            .map(|(i, r, id)| {
+                (
+                    *id,
+                    seal_blob(
+                        key,
+                        BlobType::Data,
+                        id,
+                        &done[*i].1.data[r.clone()],
+                        compression,
+                    ),
+                    r.len(),
+                )
+            })
+            .collect();
+        for (id, s, n) in sealed {
+            self.saver.add_sealed(BlobType::Data, id, &s, n)?;
+        }
+        for (mut f, c) in done {
+            self.summary.bytes_read += c.data.len() as u64;
+            if f.changed {
+                self.summary.files_changed += 1;
+            } else {
+                self.summary.files_new += 1;
+            }
+            f.node.content = c.ids;
+            tree.push(f.node);
+        }
+        Ok(())
     }
 
     fn intermediate(
@@ -290,6 +450,7 @@ impl<'r, 'o> Archiver<'r, 'o> {
         };
         let mut names = entries;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let outer = self.begin_dir();
         let mut tree = Tree::default();
         for name in names {
             let child = path.join(&name);
@@ -297,11 +458,16 @@ impl<'r, 'o> Archiver<'r, 'o> {
             if let Some(n) = self.archive_entry(&child, &name, pnode, Some(dev))? {
                 tree.push(n);
             }
+            if self.small_bytes >= SMALL_BATCH_BYTES || self.small.len() >= SMALL_BATCH_FILES {
+                self.flush_small(&mut tree)?;
+            }
         }
+        self.end_dir(&mut tree, outer)?;
         Ok(Some(self.saver.save(BlobType::Tree, &tree.encode())?))
     }
 
-    /// Stores a regular file's content into `node.content`; false when the file was skipped.
+    /// Stores a regular file's content into `node.content`; false when the file was skipped or
+    /// handed to the small-file batch (which adds the node to the tree itself).
     fn save_file(&mut self, path: &Path, node: &mut Node, pnode: Option<&Node>) -> Result<bool> {
         self.summary.total_files += 1;
         self.summary.total_bytes += node.size;
@@ -311,6 +477,15 @@ impl<'r, 'o> Archiver<'r, 'o> {
             node.content = p.content.clone();
             self.summary.files_unmodified += 1;
             return Ok(true);
+        }
+        if node.nlink <= 1 && node.size <= SMALL_FILE {
+            self.small_bytes += node.size;
+            self.small.push(SmallFile {
+                path: path.to_path_buf(),
+                node: node.clone(),
+                changed: pnode.is_some(),
+            });
+            return Ok(false);
         }
         let link_key = (node.device, node.inode);
         if node.nlink > 1
@@ -356,27 +531,10 @@ impl<'r, 'o> Archiver<'r, 'o> {
     }
 
     fn read_file(&mut self, path: &Path, node: &Node) -> Result<Vec<BlobId>, ReadError> {
-        // O_NOFOLLOW and O_NONBLOCK: if the entry was swapped for a symlink or a FIFO since it
-        // was examined, fail (or return at once) instead of following it or blocking forever.
-        use std::os::unix::fs::OpenOptionsExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)?;
-        let opened = f.metadata()?;
-        if !opened.is_file() || opened.ino() != node.inode {
-            return Err(ReadError::Source(std::io::Error::other(
-                "replaced by another file while being read; skipped",
-            )));
-        }
+        let f = open_examined(path, node)?;
         let mut content = Vec::new();
         let n = self.store_stream(&f, Some(node.size), &mut content)?;
-        let after = f.metadata()?;
-        if n != node.size
-            || after.len() != node.size
-            || to_ns(after.mtime(), after.mtime_nsec()) != node.mtime_ns
-            || to_ns(after.ctime(), after.ctime_nsec()) != node.ctime_ns
-        {
+        if !unchanged_since(&f, node, n)? {
             return Err(ReadError::Source(std::io::Error::other(
                 "file changed while it was read; skipped",
             )));
@@ -519,6 +677,8 @@ pub fn snapshot(
         summary: Summary::default(),
         errors: Vec::new(),
         hardlinks: HashMap::new(),
+        small: Vec::new(),
+        small_bytes: 0,
     };
     let (paths, tree, parent) = match input {
         Input::Paths(paths) => {
