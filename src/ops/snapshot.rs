@@ -309,35 +309,12 @@ impl<'r, 'o> Archiver<'r, 'o> {
                 }
             }
         }
-        let mut batch = HashSet::new();
-        let mut todo = Vec::new();
-        for (i, (_, c)) in done.iter().enumerate() {
-            for (r, id) in c.ranges.iter().zip(&c.ids) {
-                if batch.insert(*id) && !self.saver.is_known(id)? {
-                    todo.push((i, r.clone(), *id));
-                }
-            }
-        }
-        let compression = self.repo.config().compression;
-        let sealed: Vec<(BlobId, Vec<u8>, usize)> = todo
-            .par_iter()
-            .map(|(i, r, id)| {
-                (
-                    *id,
-                    seal_blob(
-                        key,
-                        BlobType::Data,
-                        id,
-                        &done[*i].1.data[r.clone()],
-                        compression,
-                    ),
-                    r.len(),
-                )
-            })
-            .collect();
-        for (id, s, n) in sealed {
-            self.saver.add_sealed(BlobType::Data, id, &s, n)?;
-        }
+        self.store_new(done.iter().flat_map(|(_, c)| {
+            c.ranges
+                .iter()
+                .map(|r| &c.data[r.clone()])
+                .zip(c.ids.iter().copied())
+        }))?;
         for (mut f, c) in done {
             self.summary.bytes_read += c.data.len() as u64;
             if f.changed {
@@ -564,32 +541,43 @@ impl<'r, 'o> Archiver<'r, 'o> {
         content: &mut Vec<BlobId>,
     ) -> Result<()> {
         let key = self.repo.key();
-        let compression = self.repo.config().compression;
         let ids: Vec<BlobId> = ranges
             .par_iter()
             .map(|r| key.blob_id(&buf[r.clone()]))
             .collect();
+        self.store_new(
+            ranges
+                .iter()
+                .map(|r| &buf[r.clone()])
+                .zip(ids.iter().copied()),
+        )?;
+        content.extend(ids);
+        Ok(())
+    }
+
+    /// Seals (in parallel) and stores the chunks not yet in the repository or this run.
+    fn store_new<'b>(&mut self, chunks: impl Iterator<Item = (&'b [u8], BlobId)>) -> Result<()> {
         let mut batch = HashSet::new();
         let mut todo = Vec::new();
-        for (r, id) in ranges.iter().zip(&ids) {
-            if batch.insert(*id) && !self.saver.is_known(id)? {
-                todo.push((r.clone(), *id));
+        for (data, id) in chunks {
+            if batch.insert(id) && !self.saver.is_known(&id)? {
+                todo.push((data, id));
             }
         }
+        let (key, compression) = (self.repo.key(), self.repo.config().compression);
         let sealed: Vec<(BlobId, Vec<u8>, usize)> = todo
             .par_iter()
-            .map(|(r, id)| {
+            .map(|(data, id)| {
                 (
                     *id,
-                    seal_blob(key, BlobType::Data, id, &buf[r.clone()], compression),
-                    r.len(),
+                    seal_blob(key, BlobType::Data, id, data, compression),
+                    data.len(),
                 )
             })
             .collect();
         for (id, s, n) in sealed {
             self.saver.add_sealed(BlobType::Data, id, &s, n)?;
         }
-        content.extend(ids);
         Ok(())
     }
 }
