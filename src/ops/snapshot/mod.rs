@@ -1,0 +1,299 @@
+//! `snapshot`: store a tree of files (or one stream) and write a snapshot record.
+//!
+//! ```text
+//! for each requested path (absolute; intermediate directories recorded with their metadata):
+//!     walk sorted; for each entry: lstat → node
+//!         dir:  recurse with the parent snapshot's subtree → encode tree → save blob
+//!         file: unchanged against the parent node (size, mtime, ctime, inode) and all its
+//!               chunks indexed → reuse content ids unread; else read in windows → chunk →
+//!               keyed hash (parallel) → skip known → compress + seal (parallel) → pack
+//! finish packs → index files → snapshot file (last)
+//! ```
+//! An entry that cannot be read, or that changes while being read, is reported, left out,
+//! and makes the run partial (exit 3); the snapshot is still written.
+
+mod archiver;
+mod paths;
+mod read;
+
+pub use paths::check_sources;
+
+use archiver::{Archiver, Excludes};
+use paths::{absolute, build_trie};
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use crate::repo::Repository;
+use crate::repo::blob::BlobType;
+use crate::repo::saver::BlobSaver;
+use crate::repo::snapshot::{Snapshot, Summary};
+use crate::source::fs::Owners;
+use crate::tree::{Node, NodeKind, Tree};
+
+/// What to snapshot.
+pub enum Input<'a> {
+    /// Files and directories.
+    Paths(Vec<PathBuf>),
+    /// One stream stored as a single file named `name`. `finish` runs after the stream ends
+    /// and before the snapshot is written; an error there (e.g. the producing command failed)
+    /// aborts the snapshot.
+    Stream {
+        /// File name inside the snapshot.
+        name: String,
+        /// The data.
+        reader: Box<dyn Read + 'a>,
+        /// Called at end of stream.
+        finish: Box<dyn FnOnce() -> Result<()> + 'a>,
+    },
+}
+
+/// Options of `snapshot`.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotOptions {
+    /// Tags to attach.
+    pub tags: Vec<String>,
+    /// Host name to record (default: this host).
+    pub host: Option<String>,
+    /// Glob patterns to leave out; a pattern with `/` matches the absolute path, one without
+    /// matches the file name.
+    pub excludes: Vec<String>,
+    /// Leave out directories containing a file with one of these names.
+    pub exclude_if_present: Vec<String>,
+    /// Do not descend into other filesystems.
+    pub one_file_system: bool,
+    /// Parent snapshot reference (default: latest with the same host and paths).
+    pub parent: Option<String>,
+    /// Re-read every file, ignoring the parent.
+    pub force: bool,
+    /// Snapshot time (default: now).
+    pub time: Option<DateTime<Utc>>,
+    /// Absolute paths never stored, whatever the patterns say: the repository itself and the
+    /// local cache, so that a snapshot of a home directory does not swallow its own output.
+    pub skip: Vec<PathBuf>,
+}
+
+/// A source entry that was skipped.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceError {
+    /// The path concerned.
+    pub path: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The result of a snapshot run. Serialised flat: the summary's figures are top-level
+/// fields of `snapshot --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotReport {
+    /// Id of the snapshot written (none on a dry run).
+    pub snapshot_id: Option<SnapshotId>,
+    /// Parent used for change detection.
+    pub parent: Option<SnapshotId>,
+    /// The figures also stored in the snapshot (`errors` is the number of skipped entries).
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// Wall time.
+    pub duration_s: f64,
+    /// The skipped entries.
+    pub error_details: Vec<SourceError>,
+    /// True when nothing was written.
+    pub dry_run: bool,
+}
+
+pub(super) enum ReadError {
+    Source(std::io::Error),
+    Repo(Error),
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> Self {
+        ReadError::Source(e)
+    }
+}
+
+fn find_parent(
+    repo: &Repository,
+    opts: &SnapshotOptions,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    if let Some(r) = &opts.parent {
+        return repo.resolve_snapshot(r).map(Some);
+    }
+    let mut sorted = paths.to_vec();
+    sorted.sort();
+    Ok(repo.snapshots()?.into_iter().rev().find(|(_, s)| {
+        let mut p = s.paths.clone();
+        p.sort();
+        s.hostname == host && p == sorted
+    }))
+}
+
+/// Takes a snapshot of `input` into `repo`.
+/// On a dry-run repository (`Repository::into_dry_run`) everything is read and counted and
+/// nothing is written.
+pub fn snapshot(
+    repo: &Repository,
+    input: Input<'_>,
+    opts: &SnapshotOptions,
+) -> Result<SnapshotReport> {
+    let started = Instant::now();
+    let dry_run = repo.is_dry_run();
+    let (host, user) = crate::repo::whoami();
+    let host = opts.host.clone().unwrap_or(host);
+    if let Input::Paths(paths) = &input {
+        check_sources(paths)?;
+    }
+    if !dry_run {
+        // Repair around what a killed run left: its temporary files and its unindexed packs.
+        repo.backend().remove_stale_temps()?;
+        repo.adopt_unindexed_packs()?;
+    }
+    let mut a = Archiver {
+        repo,
+        saver: BlobSaver::new(repo),
+        opts,
+        excludes: Excludes::new(&opts.excludes, &opts.exclude_if_present)?,
+        owners: Owners::default(),
+        summary: Summary::default(),
+        errors: Vec::new(),
+        hardlinks: HashMap::new(),
+        small: Vec::new(),
+        small_bytes: 0,
+    };
+    let (paths, tree, parent) = match input {
+        Input::Paths(paths) => {
+            let mut abs = Vec::new();
+            for p in &paths {
+                if let Err(e) = std::fs::symlink_metadata(p) {
+                    return Err(Error::Invalid(format!(
+                        "source path {} cannot be read: {e}",
+                        p.display()
+                    )));
+                }
+                abs.push(absolute(p)?);
+            }
+            if abs.is_empty() {
+                return Err(Error::Invalid(
+                    "nothing to snapshot: give at least one path".into(),
+                ));
+            }
+            abs.sort();
+            abs.dedup();
+            let strs: Vec<String> = abs.iter().map(|p| p.display().to_string()).collect();
+            let parent = if opts.force {
+                None
+            } else {
+                find_parent(repo, opts, &host, &strs)?
+            };
+            let ptree = match &parent {
+                Some((_, s)) => Some(repo.load_tree(&s.tree)?),
+                None => None,
+            };
+            let trie = build_trie(&abs);
+            let tree = if trie.requested {
+                // The whole filesystem root was requested.
+                let dev = std::fs::metadata("/").map_err(|e| Error::io("/", e))?.dev();
+                match a.save_dir(Path::new("/"), dev, ptree.as_ref())? {
+                    Some(t) => t,
+                    None => return Err(Error::Invalid("cannot list /".into())),
+                }
+            } else {
+                a.save_trie(Path::new("/"), &trie, ptree.as_ref())?
+            };
+            (strs, tree, parent)
+        }
+        Input::Stream {
+            name,
+            reader,
+            finish,
+        } => {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(Error::Invalid(format!(
+                    "stdin file name {name:?} must be a plain file name"
+                )));
+            }
+            let strs = vec![format!("/{name}")];
+            let parent = if opts.force {
+                None
+            } else {
+                find_parent(repo, opts, &host, &strs)?
+            };
+            let mut content = Vec::new();
+            let size = match a.store_stream(reader, None, &mut content) {
+                Ok(n) => n,
+                Err(ReadError::Repo(e)) => return Err(e),
+                Err(ReadError::Source(e)) => return Err(Error::io(format!("<{name}>"), e)),
+            };
+            finish()?;
+            let now = Utc::now().timestamp_nanos_opt().unwrap_or(0);
+            let node = Node {
+                name: name.into_bytes(),
+                kind: NodeKind::File,
+                mode: 0o600,
+                uid: nix::unistd::geteuid().as_raw(),
+                gid: nix::unistd::getegid().as_raw(),
+                user: Some(user.clone()),
+                mtime_ns: now,
+                ctime_ns: now,
+                size,
+                nlink: 1,
+                content,
+                ..Node::default()
+            };
+            a.summary.files_new = 1;
+            a.summary.total_files = 1;
+            a.summary.total_bytes = size;
+            let mut t = Tree::default();
+            t.push(node);
+            let id = a.saver.save(BlobType::Tree, &t.encode())?;
+            (strs, id, parent)
+        }
+    };
+    let Archiver {
+        saver,
+        mut summary,
+        errors,
+        ..
+    } = a;
+    summary.data_added = saver.data_added;
+    summary.data_added_packed = saver.data_added_packed;
+    summary.errors = errors.len() as u64;
+    saver.finish()?;
+    let snap = Snapshot {
+        time: opts.time.unwrap_or_else(Utc::now),
+        tree,
+        paths,
+        hostname: host,
+        username: user,
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+        tags: opts.tags.clone(),
+        parent: parent.as_ref().map(|p| p.0),
+        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        summary: summary.clone(),
+    };
+    // Last: the snapshot file, once everything it references is durable and indexed.
+    let snapshot_id = if dry_run {
+        None
+    } else {
+        Some(repo.save_snapshot(&snap)?)
+    };
+    Ok(SnapshotReport {
+        snapshot_id,
+        parent: snap.parent,
+        summary,
+        duration_s: started.elapsed().as_secs_f64(),
+        error_details: errors,
+        dry_run,
+    })
+}
