@@ -16,6 +16,8 @@ use crate::id::BlobId;
 
 /// Bytes added by [`MasterKey::seal`]: 24-byte nonce in front, 16-byte tag behind.
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+/// Bytes to reserve in front of a plaintext for [`MasterKey::seal_in_place`].
+pub const SEAL_NONCE_ROOM: usize = NONCE_LEN;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 
@@ -95,6 +97,16 @@ impl MasterKey {
         seal_with(&self.data, aad, plaintext)
     }
 
+    /// Like [`seal`](Self::seal) for a plaintext the caller already placed after
+    /// [`SEAL_NONCE_ROOM`] reserved bytes of `buf`; `buf` becomes the sealed form.
+    pub fn seal_in_place(&self, aad: &[u8], buf: &mut Vec<u8>) {
+        assert!(
+            buf.len() >= NONCE_LEN,
+            "invariant: room for the nonce was reserved"
+        );
+        seal_in_place_with(&self.data, aad, buf);
+    }
+
     /// Decrypts and authenticates the output of [`seal`](Self::seal) under the same `aad`.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
         open_with(&self.data, aad, sealed)
@@ -120,17 +132,24 @@ impl MasterKey {
 
 /// Seals under a raw 32-byte key (the master key's data key, or a password-derived key).
 pub(crate) fn seal_with(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    let cipher = XChaCha20Poly1305::new(&(*key).into());
     let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+    out.resize(NONCE_LEN, 0);
+    out.extend_from_slice(plaintext);
+    seal_in_place_with(key, aad, &mut out);
+    out
+}
+
+/// Seals `buf[NONCE_LEN..]` in place: writes a fresh nonce into the first `NONCE_LEN` bytes
+/// (reserved by the caller) and appends the tag. Saves a copy of large plaintexts.
+fn seal_in_place_with(key: &[u8; 32], aad: &[u8], buf: &mut Vec<u8>) {
+    let cipher = XChaCha20Poly1305::new(&(*key).into());
     let mut nonce = [0u8; NONCE_LEN];
     random_bytes(&mut nonce);
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(plaintext);
+    buf[..NONCE_LEN].copy_from_slice(&nonce);
     let tag = cipher
-        .encrypt_inout_detached(&XNonce::from(nonce), aad, (&mut out[NONCE_LEN..]).into())
+        .encrypt_inout_detached(&XNonce::from(nonce), aad, (&mut buf[NONCE_LEN..]).into())
         .expect("invariant: plaintext below the AEAD length limit");
-    out.extend_from_slice(tag.as_slice());
-    out
+    buf.extend_from_slice(tag.as_slice());
 }
 
 /// Opens the output of [`seal_with`].

@@ -4,7 +4,9 @@
 //! `codec` is 0 for stored bytes and 1 for zstd. Unpacked files (index, snapshot) use the same
 //! envelope with a fixed associated data per kind.
 
-use crate::crypto::MasterKey;
+use std::cell::RefCell;
+
+use crate::crypto::{MasterKey, SEAL_NONCE_ROOM, SEAL_OVERHEAD};
 use crate::id::BlobId;
 use crate::repo::config::Compression;
 
@@ -39,21 +41,51 @@ impl BlobType {
 const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 
-/// Frames `data` with a codec byte, compressing when it pays (saves at least 1/32).
-pub fn frame(data: &[u8], compression: Compression) -> Vec<u8> {
+thread_local! {
+    /// One zstd compression context per worker thread: creating one per blob costs more than
+    /// compressing a small file.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    /// One decompression context per thread, for the same reason.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Compresses `data` into `out` with this thread's context; `None` if zstd fails or `out`
+/// is too small.
+fn compress_into(level: i32, data: &[u8], out: &mut [u8]) -> Option<usize> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().map(|(l, _)| *l) != Some(level) {
+            *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
+        }
+        c.as_mut()?.1.compress_to_buffer(data, out).ok()
+    })
+}
+
+/// Appends `data` framed with a codec byte to `out`, compressing when it pays (saves at
+/// least 1/32).
+pub fn frame_into(out: &mut Vec<u8>, data: &[u8], compression: Compression) {
+    let start = out.len();
     if let Some(level) = compression.level()
         && data.len() >= 64
-        && let Ok(z) = zstd::bulk::compress(data, level)
-        && z.len() + data.len() / 32 < data.len()
     {
-        let mut out = Vec::with_capacity(z.len() + 1);
-        out.push(CODEC_ZSTD);
-        out.extend_from_slice(&z);
-        return out;
+        out.resize(start + 1 + zstd::zstd_safe::compress_bound(data.len()), 0);
+        if let Some(n) = compress_into(level, data, &mut out[start + 1..])
+            && n + data.len() / 32 < data.len()
+        {
+            out[start] = CODEC_ZSTD;
+            out.truncate(start + 1 + n);
+            return;
+        }
+        out.truncate(start);
     }
-    let mut out = Vec::with_capacity(data.len() + 1);
     out.push(CODEC_RAW);
     out.extend_from_slice(data);
+}
+
+/// Frames `data` with a codec byte (see [`frame_into`]).
+pub fn frame(data: &[u8], compression: Compression) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 1);
+    frame_into(&mut out, data, compression);
     out
 }
 
@@ -61,9 +93,15 @@ pub fn frame(data: &[u8], compression: Compression) -> Vec<u8> {
 pub fn unframe(framed: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
     match framed.split_first() {
         Some((&CODEC_RAW, rest)) => Ok(rest.to_vec()),
-        Some((&CODEC_ZSTD, rest)) => {
-            zstd::bulk::decompress(rest, raw_len).map_err(|e| format!("zstd: {e}"))
-        }
+        Some((&CODEC_ZSTD, rest)) => DECOMPRESSOR.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = Some(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?);
+            }
+            let d = d.as_mut().expect("invariant: set above");
+            d.decompress(rest, raw_len)
+                .map_err(|e| format!("zstd: {e}"))
+        }),
         Some((c, _)) => Err(format!("unknown codec {c}")),
         None => Err("empty blob".into()),
     }
@@ -84,7 +122,11 @@ pub fn seal_blob(
     data: &[u8],
     c: Compression,
 ) -> Vec<u8> {
-    key.seal(&blob_aad(t, id), &frame(data, c))
+    let mut buf = Vec::with_capacity(SEAL_OVERHEAD + 1 + data.len());
+    buf.resize(SEAL_NONCE_ROOM, 0);
+    frame_into(&mut buf, data, c);
+    key.seal_in_place(&blob_aad(t, id), &mut buf);
+    buf
 }
 
 /// Opens one blob and proves its id: the seal must authenticate under (type, id) and the
