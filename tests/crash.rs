@@ -33,7 +33,7 @@ fn sigkill_mid_snapshot_leaves_a_checkable_repository_and_the_next_run_reuses_da
     let mut reused_any = false;
     let mut killed = 0;
     // Kill at increasing delays so that the kill lands at different stages.
-    for delay_ms in [2u64, 10, 25, 50, 80, 120] {
+    for delay_ms in [2u64, 10, 25, 50, 80, 120, 250, 500, 1000, 2000] {
         let env = Env::with_init_args(&["--pack-size", "64K"]);
         let src = source(&env);
         let mut child = env
