@@ -42,23 +42,10 @@ const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 
 thread_local! {
-    /// One zstd compression context per worker thread: creating one per blob costs more than
-    /// compressing a small file.
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
-    /// One decompression context per thread, for the same reason.
+    /// One decompression context per thread: creating one per blob costs more than
+    /// decompressing a small one. (Compression contexts are not kept: a fresh one is sized to
+    /// its input, a kept one stays at its largest, and per-blob creation measured no slower.)
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
-}
-
-/// Compresses `data` into `out` with this thread's context; `None` if zstd fails or `out`
-/// is too small.
-fn compress_into(level: i32, data: &[u8], out: &mut [u8]) -> Option<usize> {
-    COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.as_ref().map(|(l, _)| *l) != Some(level) {
-            *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
-        }
-        c.as_mut()?.1.compress_to_buffer(data, out).ok()
-    })
 }
 
 /// Appends `data` framed with a codec byte to `out`, compressing when it pays (saves at
@@ -69,7 +56,7 @@ pub fn frame_into(out: &mut Vec<u8>, data: &[u8], compression: Compression) {
         && data.len() >= 64
     {
         out.resize(start + 1 + zstd::zstd_safe::compress_bound(data.len()), 0);
-        if let Some(n) = compress_into(level, data, &mut out[start + 1..])
+        if let Ok(n) = zstd::bulk::compress_to_buffer(data, &mut out[start + 1..], level)
             && n + data.len() / 32 < data.len()
         {
             out[start] = CODEC_ZSTD;
@@ -122,10 +109,13 @@ pub fn seal_blob(
     data: &[u8],
     c: Compression,
 ) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(SEAL_OVERHEAD + 1 + data.len());
+    let bound = zstd::zstd_safe::compress_bound(data.len()).max(data.len());
+    let mut buf = Vec::with_capacity(SEAL_OVERHEAD + 1 + bound);
     buf.resize(SEAL_NONCE_ROOM, 0);
     frame_into(&mut buf, data, c);
     key.seal_in_place(&blob_aad(t, id), &mut buf);
+    // Sealed blobs wait in memory until packed: keep them at their real size.
+    buf.shrink_to_fit();
     buf
 }
 
