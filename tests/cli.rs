@@ -402,82 +402,23 @@ fn restore_options_include_exclude_overwrite_and_dry_run() {
     env.snapshot(&[&src]);
     let rel = src.strip_prefix("/").unwrap();
     let t1 = env.path("t1");
-    let r = env.json(
-        &[
-            "restore",
-            "latest",
-            "--target",
-            t1.to_str().unwrap(),
-            "--include",
-            "*.md",
-        ],
-        0,
-    );
+    let r = env.restore(&t1, &["--include", "*.md"]);
     assert_eq!(r["report"]["files"], 1);
     assert!(t1.join(rel).join("docs/a.md").exists() && !t1.join(rel).join("top").exists());
     let t2 = env.path("t2");
-    env.json(
-        &[
-            "restore",
-            "latest",
-            "--target",
-            t2.to_str().unwrap(),
-            "--exclude",
-            "docs",
-        ],
-        0,
-    );
+    env.restore(&t2, &["--exclude", "docs"]);
     assert!(t2.join(rel).join("top").exists() && !t2.join(rel).join("docs").exists());
-    let dry = env.json(
-        &[
-            "restore",
-            "latest",
-            "--target",
-            env.path("t3").to_str().unwrap(),
-            "--dry-run",
-        ],
-        0,
-    );
+    let dry = env.restore(&env.path("t3"), &["--dry-run"]);
     assert_eq!(dry["report"]["files"], 3);
     assert!(!env.path("t3").exists());
     // Overwrite policies.
     fs::write(t2.join(rel).join("top"), b"local change").unwrap();
-    let never = env.json(
-        &[
-            "restore",
-            "latest",
-            "--target",
-            t2.to_str().unwrap(),
-            "--overwrite",
-            "never",
-        ],
-        0,
-    );
+    let never = env.restore(&t2, &["--overwrite", "never"]);
     assert_eq!(fs::read(t2.join(rel).join("top")).unwrap(), b"local change");
     assert!(never["report"]["skipped"].as_u64().unwrap() >= 1);
-    env.json(
-        &[
-            "restore",
-            "latest",
-            "--target",
-            t2.to_str().unwrap(),
-            "--overwrite",
-            "if-changed",
-        ],
-        0,
-    );
+    env.restore(&t2, &["--overwrite", "if-changed"]);
     assert_eq!(fs::read(t2.join(rel).join("top")).unwrap(), b"t");
-    let again = env.json(
-        &[
-            "restore",
-            "latest",
-            "--target",
-            t2.to_str().unwrap(),
-            "--overwrite",
-            "if-changed",
-        ],
-        0,
-    );
+    let again = env.restore(&t2, &["--overwrite", "if-changed"]);
     assert_eq!(again["report"]["files"], 0, "{again}");
 }
 

@@ -85,7 +85,7 @@ fn sigkill_mid_snapshot_leaves_a_checkable_repository_and_the_next_run_reuses_da
             .collect();
         assert!(temps.is_empty(), "{temps:?}");
         let target = env.path("out");
-        env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+        env.restore(&target, &[]);
         let r = target.join(src.strip_prefix("/").unwrap());
         for i in [0u64, 23] {
             assert_eq!(
@@ -125,13 +125,7 @@ fn packs_without_an_index_are_adopted_not_stored_again() {
     );
     env.ok(&["check", "--read-data"]);
     let target = env.path("out");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--verify",
-    ]);
+    env.restore(&target, &["--verify"]);
 }
 
 #[test]

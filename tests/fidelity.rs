@@ -192,13 +192,7 @@ fn restore_reproduces_every_entry_and_its_metadata() {
     let s = env.snapshot(&[&src]);
     assert_eq!(s["errors"], 0, "{s}");
     let target = env.path("restore");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--verify",
-    ]);
+    env.restore(&target, &["--verify"]);
     let restored = target.join(src.strip_prefix("/").unwrap());
 
     let (a, links_a) = describe(&src, is_root());

@@ -56,7 +56,7 @@ fn small_edit_in_a_large_file_adds_about_one_chunk() {
     // Chunks are at most 256 KiB in test repositories: one or two chunks plus two small trees.
     assert!(added < 600_000, "a 5-byte edit added {added} bytes");
     let target = env.path("out");
-    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    env.restore(&target, &[]);
     assert_eq!(
         fs::read(target.join(src.strip_prefix("/").unwrap()).join("large")).unwrap(),
         data

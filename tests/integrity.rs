@@ -232,7 +232,7 @@ fn a_damaged_index_file_does_not_lock_out_a_fresh_machine() {
     // The data is still there; a new snapshot stores what it cannot find and restores fine.
     env.snapshot(&[&src]);
     let t = env.path("out");
-    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    env.restore(&t, &[]);
 }
 
 /// Flip a byte and rename the file to the BLAKE3 of its new bytes, so that the name check

@@ -140,6 +140,15 @@ impl Env {
         self.json(&a, 0)
     }
 
+    /// Restores the latest snapshot into `target` with `extra` options; asserts exit 0 and
+    /// returns the JSON report.
+    pub fn restore(&self, target: &Path, extra: &[&str]) -> serde_json::Value {
+        let t = target.to_str().expect("utf-8 target");
+        let mut args = vec!["restore", "latest", "--target", t];
+        args.extend_from_slice(extra);
+        self.json(&args, 0)
+    }
+
     /// The `name` of every entry `ls --json ARGS` lists.
     pub fn ls_names(&self, args: &[&str]) -> Vec<String> {
         let listing = self.json(args, 0);
