@@ -11,7 +11,7 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{Backend, FileKind};
+use super::{Backend, FileKind, NewFile};
 use crate::error::{Error, Result};
 
 const TMP_PREFIX: &str = ".tmp-";
@@ -83,7 +83,12 @@ impl LocalBackend {
             FileKind::Index,
             FileKind::Pack,
         ] {
-            for dir in self.dirs_of(kind)? {
+            let mut dirs = self.dirs_of(kind)?;
+            if kind == FileKind::Pack {
+                // Packs being streamed are written in `packs/` itself.
+                dirs.push(self.root.join("packs"));
+            }
+            for dir in dirs {
                 for e in read_dir(&dir)?.flatten() {
                     let name = e.file_name();
                     let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TMP_PREFIX)) else {
@@ -257,6 +262,69 @@ impl Backend for LocalBackend {
     fn remove_stale_temps(&self) -> Result<usize> {
         self.remove_stale()
     }
+
+    fn create(&self, kind: FileKind) -> Result<Box<dyn NewFile + '_>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // In the kind's base folder (for packs, `packs/` itself, where nothing is listed).
+        let tmp = self.root.join(kind.dir()).join(temp_name());
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        Ok(Box::new(LocalNewFile {
+            backend: self,
+            kind,
+            file: Some(file),
+            tmp,
+        }))
+    }
+}
+
+/// A file streamed to a temporary name, renamed into place at commit.
+struct LocalNewFile<'b> {
+    backend: &'b LocalBackend,
+    kind: FileKind,
+    /// `None` once committed.
+    file: Option<File>,
+    tmp: PathBuf,
+}
+
+impl NewFile for LocalNewFile<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        let f = self
+            .file
+            .as_mut()
+            .expect("invariant: written before commit");
+        f.write_all(data).map_err(|e| Error::io(&self.tmp, e))
+    }
+
+    fn commit(mut self: Box<Self>, name: &str) -> Result<()> {
+        let f = self.file.take().expect("invariant: committed once");
+        f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        drop(f);
+        let path = self.backend.path(self.kind, name);
+        let dir = path
+            .parent()
+            .expect("invariant: repository paths have a parent");
+        if self.kind == FileKind::Pack {
+            mkdir(dir)?;
+        }
+        if let Err(e) = fs::rename(&self.tmp, &path) {
+            let _ = fs::remove_file(&self.tmp);
+            return Err(Error::io(&path, e));
+        }
+        sync_dir(dir)
+    }
+}
+
+impl Drop for LocalNewFile<'_> {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 fn not_found_or_io(kind: FileKind, name: &str, path: &Path, e: std::io::Error) -> Error {
@@ -291,12 +359,13 @@ mod tests {
             .path()
             .join(format!("index/.tmp-{h}-{}-00", std::process::id()));
         let other = d.path().join("packs/ab/.tmp-otherhost-2147483632-00");
-        for f in [&dead, &live, &other] {
+        let streamed = d.path().join(format!("packs/.tmp-{h}-2147483632-01"));
+        for f in [&dead, &live, &other, &streamed] {
             fs::write(f, b"x").unwrap();
         }
         assert!(b.list(FileKind::Index).unwrap().is_empty());
         assert!(b.list(FileKind::Pack).unwrap().is_empty());
-        assert_eq!(b.remove_stale_temps().unwrap(), 1);
-        assert!(!dead.exists() && live.exists() && other.exists());
+        assert_eq!(b.remove_stale_temps().unwrap(), 2);
+        assert!(!dead.exists() && live.exists() && other.exists() && !streamed.exists());
     }
 }

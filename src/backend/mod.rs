@@ -70,6 +70,55 @@ pub trait Backend: Send + Sync {
     fn remove_stale_temps(&self) -> Result<usize> {
         Ok(0)
     }
+    /// Starts a file of `kind` that is written piece by piece and named when complete (a pack
+    /// is named by the hash of all its bytes). Nothing is visible under any name before
+    /// [`NewFile::commit`]; dropping it uncommitted discards it. The default gathers the bytes
+    /// in memory and `put`s them; the local backend streams them to a temporary file, so a
+    /// pack being filled costs no memory.
+    fn create(&self, kind: FileKind) -> Result<Box<dyn NewFile + '_>> {
+        Ok(Box::new(BufferedFile {
+            backend: self,
+            kind,
+            buf: Vec::new(),
+        }))
+    }
+}
+
+/// A file being written; see [`Backend::create`].
+pub trait NewFile: Send {
+    /// Appends bytes.
+    fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Makes the file durable under `name`, atomically, as `put` does.
+    fn commit(self: Box<Self>, name: &str) -> Result<()>;
+}
+
+/// [`NewFile`] for backends without streaming writes: buffered, then one `put`.
+struct BufferedFile<'b, B: Backend + ?Sized> {
+    backend: &'b B,
+    kind: FileKind,
+    buf: Vec<u8>,
+}
+
+impl<B: Backend + ?Sized> NewFile for BufferedFile<'_, B> {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+    fn commit(self: Box<Self>, name: &str) -> Result<()> {
+        self.backend.put(self.kind, name, &self.buf)
+    }
+}
+
+/// A [`NewFile`] that keeps nothing (dry runs).
+struct DiscardFile;
+
+impl NewFile for DiscardFile {
+    fn write(&mut self, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
+    fn commit(self: Box<Self>, _: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A decorator that reads through to `inner` and discards every write: `snapshot --dry-run`.
@@ -93,6 +142,9 @@ impl<B: Backend> Backend for DryRunBackend<B> {
     }
     fn stat(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
         self.0.stat(kind, name)
+    }
+    fn create(&self, _: FileKind) -> Result<Box<dyn NewFile + '_>> {
+        Ok(Box::new(DiscardFile))
     }
 }
 
@@ -118,6 +170,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn remove_stale_temps(&self) -> Result<usize> {
         (**self).remove_stale_temps()
     }
+    fn create(&self, kind: FileKind) -> Result<Box<dyn NewFile + '_>> {
+        (**self).create(kind)
+    }
 }
 
 /// A conformance suite every backend must pass.
@@ -141,4 +196,16 @@ pub(crate) fn conformance(b: &dyn Backend) {
     b.delete(FileKind::Pack, &name).unwrap();
     b.delete(FileKind::Pack, &name).unwrap();
     assert!(b.list(FileKind::Pack).unwrap().is_empty());
+    // Streamed files appear only when committed; dropped ones never.
+    let mut f = b.create(FileKind::Pack).unwrap();
+    f.write(b"01234").unwrap();
+    f.write(b"56789").unwrap();
+    assert!(b.list(FileKind::Pack).unwrap().is_empty());
+    f.commit(&name).unwrap();
+    assert_eq!(b.get(FileKind::Pack, &name).unwrap(), b"0123456789");
+    let mut g = b.create(FileKind::Pack).unwrap();
+    g.write(b"lost").unwrap();
+    drop(g);
+    assert_eq!(b.list(FileKind::Pack).unwrap(), vec![(name.clone(), 10)]);
+    b.delete(FileKind::Pack, &name).unwrap();
 }

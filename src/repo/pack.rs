@@ -9,6 +9,7 @@
 //! self-describing: the index can be rebuilt from packs alone, and a pack left behind by a
 //! crash before its index was written can be adopted by the next run.
 
+use crate::backend::{Backend, FileKind, NewFile};
 use crate::crypto::{MasterKey, SEAL_OVERHEAD};
 use crate::id::{BlobId, PackId};
 use crate::repo::blob::BlobType;
@@ -207,6 +208,76 @@ impl PackBuilder {
     }
 }
 
+/// A pack written straight to the backend as blobs arrive (see [`Backend::create`]): the
+/// snapshot pipeline never holds a whole pack in memory. Produces the same bytes as
+/// [`PackBuilder`].
+pub struct PackWriter<'b> {
+    blob_type: BlobType,
+    file: Box<dyn NewFile + 'b>,
+    hasher: blake3::Hasher,
+    entries: Vec<PackEntry>,
+    len: usize,
+}
+
+impl<'b> PackWriter<'b> {
+    /// Starts a pack of `blob_type` in `backend`.
+    pub fn new(backend: &'b dyn Backend, blob_type: BlobType) -> crate::error::Result<Self> {
+        Ok(PackWriter {
+            blob_type,
+            file: backend.create(FileKind::Pack)?,
+            hasher: blake3::Hasher::new(),
+            entries: Vec::new(),
+            len: 0,
+        })
+    }
+
+    /// Appends one sealed blob.
+    pub fn add(&mut self, id: BlobId, sealed: &[u8], raw_len: u32) -> crate::error::Result<()> {
+        self.file.write(sealed)?;
+        self.hasher.update(sealed);
+        self.entries.push(PackEntry {
+            id,
+            offset: self.len as u32,
+            length: sealed.len() as u32,
+            raw_len,
+        });
+        self.len += sealed.len();
+        Ok(())
+    }
+
+    /// Bytes of blob data so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Number of blobs added so far.
+    pub fn count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends the sealed header and trailer and stores the pack under its hash, durably.
+    /// Returns its id, size and header.
+    pub fn finish(mut self, key: &MasterKey) -> crate::error::Result<(PackId, u64, PackHeader)> {
+        let header = PackHeader {
+            blob_type: self.blob_type,
+            entries: self.entries,
+        };
+        let mut tail = key.seal(HEADER_AAD, &header.encode());
+        let sealed_len = tail.len() as u32;
+        tail.extend_from_slice(&sealed_len.to_le_bytes());
+        self.file.write(&tail)?;
+        self.hasher.update(&tail);
+        let id = PackId(*self.hasher.finalize().as_bytes());
+        self.file.commit(&id.to_hex())?;
+        Ok((id, (self.len + tail.len()) as u64, header))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +300,24 @@ mod tests {
         }
         let p = b.finish(&k);
         assert_eq!(p.id.0, *blake3::hash(&p.bytes).as_bytes());
+        // Streaming the same blobs gives the same file (the header's seal is random, so only
+        // the blob region and the header's plaintext can be compared).
+        let mem = crate::backend::MemoryBackend::default();
+        let mut w = PackWriter::new(&mem, BlobType::Data).unwrap();
+        for e in &p.header.entries {
+            let s = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            w.add(e.id, s, e.raw_len).unwrap();
+        }
+        let (wid, wsize, wheader) = w.finish(&k).unwrap();
+        let stored = mem.get(FileKind::Pack, &wid.to_hex()).unwrap();
+        assert_eq!(wsize, stored.len() as u64);
+        assert_eq!(wid.0, *blake3::hash(&stored).as_bytes());
+        assert_eq!(wheader, p.header);
+        assert_eq!(read_header(&k, &stored, wsize).unwrap(), p.header);
+        assert_eq!(
+            &stored[..p.header.data_len() as usize],
+            &p.bytes[..p.header.data_len() as usize]
+        );
         let h = read_header(&k, &p.bytes, p.bytes.len() as u64).unwrap();
         assert_eq!(h, p.header);
         for (e, d) in h.entries.iter().zip(&blobs) {

@@ -1,22 +1,23 @@
 //! Reading a byte stream in bounded windows cut at content-defined boundaries.
 
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 use std::ops::Range;
 
 use crate::chunker::Chunker;
 
-/// Window size: big enough to keep a worker pool busy, small enough to bound memory.
-pub const WINDOW: usize = 32 << 20;
+/// Window size: big enough to hold two chunks of the largest size (so each window yields at
+/// least one final chunk), small enough that a few windows in flight bound memory.
+pub const WINDOW: usize = 16 << 20;
 
-/// Reads `r` to its end, calling `f` with each window's buffer and the chunk ranges in it.
-/// Only final chunk boundaries are reported: bytes after the last boundary of a window are
-/// carried into the next one. `size_hint` (a file's size) keeps the buffer of a small input
+/// Reads `r` to its end, handing each window's buffer (ending at its last chunk boundary) and
+/// the chunk ranges in it to `f`, which may keep the buffer (a worker seals it while the next
+/// window is read). Bytes after the last boundary of a window are carried into the next one. `size_hint` (a file's size) keeps the buffer of a small input
 /// small. Returns the number of bytes read.
 pub fn for_each_window<R: Read, E: From<std::io::Error>>(
     mut r: R,
     chunker: &Chunker,
     size_hint: Option<u64>,
-    mut f: impl FnMut(&[u8], Vec<Range<usize>>) -> Result<(), E>,
+    mut f: impl FnMut(Vec<u8>, Vec<Range<usize>>) -> Result<(), E>,
 ) -> Result<u64, E> {
     let full = WINDOW.max(2 * chunker.max_size());
     // One byte more than the expected size, so that end of file is seen in the first window.
@@ -32,22 +33,13 @@ pub fn for_each_window<R: Read, E: From<std::io::Error>>(
         if window <= buf.len() {
             window = full;
         }
-        // Fill the window.
+        // Fill the window (into spare capacity: no zeroing of bytes about to be read).
         let start = buf.len();
-        buf.resize(window, 0);
-        let mut filled = start;
-        while filled < window {
-            match r.read(&mut buf[filled..]) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        buf.truncate(filled);
+        let want = window - start;
+        buf.reserve_exact(want);
+        let got = (&mut r).take(want as u64).read_to_end(&mut buf)?;
+        eof = got < want;
+        let filled = buf.len();
         total += (filled - start) as u64;
         // Cut final chunks.
         let mut ranges = Vec::new();
@@ -60,10 +52,15 @@ pub fn for_each_window<R: Read, E: From<std::io::Error>>(
             ranges.push(pos..pos + len);
             pos += len;
         }
-        if !ranges.is_empty() {
-            f(&buf, ranges)?;
+        if ranges.is_empty() {
+            buf.drain(..pos);
+        } else {
+            let mut next = Vec::with_capacity(window.min(full));
+            next.extend_from_slice(&buf[pos..]);
+            let mut done = std::mem::replace(&mut buf, next);
+            done.truncate(pos);
+            f(done, ranges)?;
         }
-        buf.drain(..pos);
     }
     Ok(total)
 }

@@ -1,32 +1,44 @@
-//! The archiver: walks sources, reuses what the parent snapshot proves unchanged, and stores
-//! new content and trees through the `BlobSaver`.
+//! The archiver: walks sources, reuses what the parent snapshot proves unchanged, and hands
+//! new content to the worker pool, so that walking, reading, hashing, compressing, sealing
+//! and pack writing all overlap.
+//!
+//! The walk runs on the calling thread. A directory's tree can only be encoded once the
+//! content of all its files and the trees of all its subdirectories are known, and those
+//! arrive later from the pool; so each directory stays open (its entries in order, with
+//! placeholders) until nothing in it is waiting, and is then encoded, saved and linked into
+//! its parent. Jobs complete in the order they were submitted, which keeps a large file's
+//! windows in order and the run deterministic. Memory is bounded by the bytes in flight.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
-use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-
-use rayon::prelude::*;
+use std::sync::mpsc::{Receiver, sync_channel};
 
 use super::paths::PathTrie;
 use super::read::{
-    SMALL_BATCH_BYTES, SMALL_BATCH_FILES, SMALL_FILE, SmallFile, open_examined, read_small,
-    unchanged_since,
+    End, FileOut, JobOut, SMALL_BATCH_BYTES, SMALL_BATCH_FILES, SMALL_FILE, Sealer, SmallFile,
+    Target, open_examined, unchanged_since,
 };
-use super::{ReadError, SnapshotOptions, SourceError};
+use super::{SnapshotOptions, SourceError};
 use crate::error::Result;
 use crate::id::BlobId;
 use crate::ops::pattern::PathPatterns;
 use crate::repo::Repository;
-use crate::repo::blob::{BlobType, seal_blob};
-use crate::repo::saver::BlobSaver;
+use crate::repo::blob::BlobType;
+use crate::repo::saver::{BlobSaver, Claims};
 use crate::repo::snapshot::Summary;
 use crate::source::fs::{Owners, node_from_metadata};
 use crate::source::stream::for_each_window;
 use crate::tree::{Node, NodeKind, Tree};
+
+/// Input bytes handed to the pool and not yet collected. Two windows of a large file, or a
+/// dozen batches of small files: enough to keep the cores busy while the walk goes on.
+const MAX_IN_FLIGHT: u64 = 40 << 20;
+/// Jobs in flight, whatever their size.
+const MAX_JOBS: usize = 32;
 
 pub(super) struct Excludes {
     patterns: PathPatterns,
@@ -46,23 +58,93 @@ impl Excludes {
     }
 }
 
-pub(super) struct Archiver<'r, 'o> {
+/// Where a directory's tree id goes once it is saved.
+#[derive(Clone, Copy)]
+pub(super) enum Link {
+    /// Into entry `idx` of open directory `dir`.
+    Entry(usize, usize),
+    /// It is the snapshot's root.
+    Root,
+}
+
+/// A directory whose tree is not saved yet.
+struct OpenDir {
+    /// Entries in walk order; `None` for one dropped after it was listed (unreadable).
+    nodes: Vec<Option<Node>>,
+    /// Entries still waiting for content or a subtree, plus one while the walk is inside.
+    waiting: usize,
+    link: Link,
+}
+
+/// Content shared by the hard links of one file.
+enum LinkGroup {
+    /// The first link is being read; these entries wait for its content. With the number
+    /// of links not yet seen.
+    Reading(Vec<Target>, u64),
+    /// The content, and the number of links not yet seen.
+    Read(Vec<BlobId>, u64),
+}
+
+/// A job handed to the pool, or a result already known.
+enum Job {
+    Running(Receiver<Result<JobOut>>),
+    Ready(JobOut),
+}
+
+/// `'a` is the lifetime of what jobs on the pool borrow, `'p` of the walk's own borrows, `'t`
+/// of the pack writer's thread scope.
+pub(super) struct Archiver<'p, 't, 'a, 'r> {
     pub(super) repo: &'r Repository,
-    pub(super) saver: BlobSaver<'r>,
-    pub(super) opts: &'o SnapshotOptions,
+    pub(super) saver: BlobSaver<'t, 'r>,
+    claims: &'a Claims<'r>,
+    pool: &'p rayon::Scope<'a>,
+    opts: &'p SnapshotOptions,
     pub(super) excludes: Excludes,
     pub(super) owners: Owners,
     pub(super) summary: Summary,
     pub(super) errors: Vec<SourceError>,
-    /// Small files of the directory being archived, waiting to be read as one parallel batch.
-    pub(super) small: Vec<SmallFile>,
-    /// Their total size.
-    pub(super) small_bytes: u64,
-    /// Content of hardlinked files by (device, inode), with the number of links not yet seen.
-    pub(super) hardlinks: HashMap<(u64, u64), (Vec<BlobId>, u64)>,
+    dirs: HashMap<usize, OpenDir>,
+    next_dir: usize,
+    /// The root tree's id, once saved.
+    root: Option<BlobId>,
+    /// Small files waiting to be handed to the pool as one batch, and their size.
+    small: Vec<SmallFile>,
+    small_bytes: u64,
+    jobs: VecDeque<(Job, u64)>,
+    in_flight: u64,
+    /// Hard-linked files by (device, inode).
+    hardlinks: HashMap<(u64, u64), LinkGroup>,
 }
 
-impl<'r, 'o> Archiver<'r, 'o> {
+impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
+    pub(super) fn new(
+        repo: &'r Repository,
+        saver: BlobSaver<'t, 'r>,
+        claims: &'a Claims<'r>,
+        pool: &'p rayon::Scope<'a>,
+        opts: &'p SnapshotOptions,
+    ) -> Result<Self> {
+        Ok(Archiver {
+            repo,
+            saver,
+            claims,
+            pool,
+            opts,
+            excludes: Excludes::new(&opts.excludes, &opts.exclude_if_present)?,
+            owners: Owners::default(),
+            summary: Summary::default(),
+            errors: Vec::new(),
+            dirs: HashMap::new(),
+            next_dir: 0,
+            root: None,
+            small: Vec::new(),
+            small_bytes: 0,
+            jobs: VecDeque::new(),
+            in_flight: 0,
+            hardlinks: HashMap::new(),
+        })
+    }
+
     pub(super) fn report(&mut self, path: &Path, e: impl std::fmt::Display) {
         self.errors.push(SourceError {
             path: path.display().to_string(),
@@ -70,101 +152,252 @@ impl<'r, 'o> Archiver<'r, 'o> {
         });
     }
 
-    /// Archives the trie below `dir` (an absolute path), returning its tree id.
+    fn sealer(&self) -> Sealer<'a, 'r> {
+        Sealer {
+            key: self.repo.key(),
+            chunker: self.repo.chunker(),
+            compression: self.repo.config().compression,
+            claims: self.claims,
+        }
+    }
+
+    // ---- open directories -------------------------------------------------------------
+
+    /// Opens a directory whose tree goes to `link`.
+    pub(super) fn open_dir(&mut self, link: Link) -> usize {
+        let key = self.next_dir;
+        self.next_dir += 1;
+        self.dirs.insert(
+            key,
+            OpenDir {
+                nodes: Vec::new(),
+                waiting: 1,
+                link,
+            },
+        );
+        key
+    }
+
+    fn dir(&mut self, key: usize) -> &mut OpenDir {
+        self.dirs
+            .get_mut(&key)
+            .expect("invariant: an open directory is not saved before its last entry")
+    }
+
+    /// Adds an entry to an open directory; `waits` when its content or subtree comes later.
+    pub(super) fn push(&mut self, key: usize, node: Node, waits: bool) -> usize {
+        let d = self.dir(key);
+        d.nodes.push(Some(node));
+        if waits {
+            d.waiting += 1;
+        }
+        d.nodes.len() - 1
+    }
+
+    fn node(&mut self, key: usize, idx: usize) -> Option<&mut Node> {
+        self.dir(key).nodes[idx].as_mut()
+    }
+
+    /// One thing `key` waited for is resolved; saves the tree when nothing else is pending,
+    /// and so on up the chain of parents.
+    pub(super) fn release(&mut self, key: usize) -> Result<()> {
+        let mut key = key;
+        loop {
+            let d = self.dir(key);
+            d.waiting -= 1;
+            if d.waiting > 0 {
+                return Ok(());
+            }
+            let d = self.dirs.remove(&key).expect("invariant: present");
+            let mut tree = Tree {
+                nodes: d.nodes.into_iter().flatten().collect(),
+            };
+            let id = self.saver.save(BlobType::Tree, &tree.encode())?;
+            match d.link {
+                Link::Root => {
+                    self.root = Some(id);
+                    return Ok(());
+                }
+                Link::Entry(parent, idx) => {
+                    if let Some(n) = self.node(parent, idx) {
+                        n.subtree = Some(id);
+                    }
+                    key = parent;
+                }
+            }
+        }
+    }
+
+    /// Drops an entry that turned out unreadable.
+    fn drop_entry(&mut self, t: &Target, why: impl std::fmt::Display) -> Result<()> {
+        self.dir(t.dir).nodes[t.idx] = None;
+        self.summary.total_files -= 1;
+        self.summary.total_bytes -= t.size;
+        self.report(&t.path, why);
+        self.release(t.dir)
+    }
+
+    // ---- jobs ----------------------------------------------------------------------------
+
+    fn submit(
+        &mut self,
+        bytes: u64,
+        work: impl FnOnce() -> Result<JobOut> + Send + 'a,
+    ) -> Result<()> {
+        while !self.jobs.is_empty()
+            && (self.in_flight + bytes > MAX_IN_FLIGHT || self.jobs.len() >= MAX_JOBS)
+        {
+            self.collect_oldest()?;
+        }
+        let (tx, rx) = sync_channel(1);
+        self.pool.spawn(move |_| {
+            // The receiver is gone only when the run already failed.
+            let _ = tx.send(work());
+        });
+        self.jobs.push_back((Job::Running(rx), bytes));
+        self.in_flight += bytes;
+        Ok(())
+    }
+
+    fn collect_oldest(&mut self) -> Result<()> {
+        let Some((job, bytes)) = self.jobs.pop_front() else {
+            return Ok(());
+        };
+        self.in_flight -= bytes;
+        let out = match job {
+            Job::Ready(out) => out,
+            Job::Running(rx) => rx
+                .recv()
+                .expect("invariant: a job always sends its result")?,
+        };
+        self.apply(out)
+    }
+
+    /// Hands the pending small files to the pool and waits for every job.
+    pub(super) fn drain(&mut self) -> Result<()> {
+        self.flush_small()?;
+        while !self.jobs.is_empty() {
+            self.collect_oldest()?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, out: JobOut) -> Result<()> {
+        for (id, sealed, raw_len) in out.sealed {
+            self.saver
+                .add_claimed(BlobType::Data, id, sealed, raw_len)?;
+        }
+        for f in out.files {
+            self.summary.bytes_read += f.bytes;
+            let t = f.target;
+            match f.end {
+                End::More => {
+                    if let Some(n) = self.node(t.dir, t.idx) {
+                        n.content.extend(f.ids);
+                    }
+                }
+                End::Done => {
+                    let content = match self.node(t.dir, t.idx) {
+                        Some(n) => {
+                            n.content.extend(f.ids);
+                            n.content.clone()
+                        }
+                        None => continue,
+                    };
+                    self.count_stored(t.changed);
+                    if let Some(link) = t.link {
+                        self.link_read(link, content)?;
+                    }
+                    self.release(t.dir)?;
+                }
+                End::Failed(why) => {
+                    if let Some(link) = t.link
+                        && let Some(LinkGroup::Reading(waiters, _)) = self.hardlinks.remove(&link)
+                    {
+                        for w in waiters {
+                            self.drop_entry(
+                                &w,
+                                format!("hard link of {}: {why}", t.path.display()),
+                            )?;
+                        }
+                    }
+                    self.drop_entry(&t, why)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn count_stored(&mut self, changed: bool) {
+        if changed {
+            self.summary.files_changed += 1;
+        } else {
+            self.summary.files_new += 1;
+        }
+    }
+
+    /// The first link of a hard-linked file was read: the links waiting for it get its content.
+    fn link_read(&mut self, link: (u64, u64), content: Vec<BlobId>) -> Result<()> {
+        let Some(LinkGroup::Reading(waiters, left)) = self.hardlinks.remove(&link) else {
+            return Ok(());
+        };
+        for w in waiters {
+            if let Some(n) = self.node(w.dir, w.idx) {
+                n.content = content.clone();
+            }
+            self.count_stored(w.changed);
+            self.release(w.dir)?;
+        }
+        // Keep the content only while more links are to come: the map holds open groups.
+        if left > 0 {
+            self.hardlinks.insert(link, LinkGroup::Read(content, left));
+        }
+        Ok(())
+    }
+
+    fn flush_small(&mut self) -> Result<()> {
+        if self.small.is_empty() {
+            return Ok(());
+        }
+        let files = std::mem::take(&mut self.small);
+        let bytes = std::mem::take(&mut self.small_bytes);
+        let sealer = self.sealer();
+        self.submit(bytes, move || sealer.small_batch(files))
+    }
+
+    // ---- the walk ------------------------------------------------------------------------
+
+    /// Archives the trie below `dir` (an absolute path) into a new open directory.
     pub(super) fn save_trie(
         &mut self,
         dir: &Path,
         trie: &PathTrie,
         parent: Option<&Tree>,
-    ) -> Result<BlobId> {
-        let outer = self.begin_dir();
-        let mut tree = Tree::default();
+        link: Link,
+    ) -> Result<()> {
+        let key = self.open_dir(link);
         for (name, child) in &trie.children {
             let path = dir.join(name);
             let pnode = parent.and_then(|t| t.get(name.as_bytes()));
-            let node = if child.requested {
-                self.archive_entry(&path, name, pnode, None)?
+            if child.requested {
+                self.archive_entry(key, &path, name, pnode, None)?;
             } else {
-                self.intermediate(&path, name, child, pnode)?
-            };
-            if let Some(n) = node {
-                tree.push(n);
+                self.intermediate(key, &path, name, child, pnode)?;
             }
         }
-        self.end_dir(&mut tree, outer)?;
-        self.saver.save(BlobType::Tree, &tree.encode())
+        self.release(key)
     }
 
-    /// Starts a directory: its small files are batched apart from its parent's.
-    pub(super) fn begin_dir(&mut self) -> (Vec<SmallFile>, u64) {
-        (
-            std::mem::take(&mut self.small),
-            std::mem::take(&mut self.small_bytes),
-        )
-    }
-
-    /// Finishes a directory: stores its last batch of small files into `tree`.
-    pub(super) fn end_dir(&mut self, tree: &mut Tree, outer: (Vec<SmallFile>, u64)) -> Result<()> {
-        self.flush_small(tree)?;
-        (self.small, self.small_bytes) = outer;
-        Ok(())
-    }
-
-    /// Reads, chunks and hashes the pending small files in parallel, then seals their new
-    /// chunks in parallel: per-file overhead no longer keeps a core idle.
-    pub(super) fn flush_small(&mut self, tree: &mut Tree) -> Result<()> {
-        let files = std::mem::take(&mut self.small);
-        self.small_bytes = 0;
-        if files.is_empty() {
-            return Ok(());
-        }
-        let (key, chunker) = (self.repo.key(), self.repo.chunker());
-        let read: Vec<_> = files
-            .into_par_iter()
-            .map(|f| {
-                let r = read_small(&f.path, &f.node, chunker, key);
-                (f, r)
-            })
-            .collect();
-        let mut done = Vec::with_capacity(read.len());
-        for (f, r) in read {
-            match r {
-                Ok(content) => done.push((f, content)),
-                Err(e) => {
-                    self.summary.total_files -= 1;
-                    self.summary.total_bytes -= f.node.size;
-                    self.report(&f.path, e);
-                }
-            }
-        }
-        self.store_new(done.iter().flat_map(|(_, c)| {
-            c.ranges
-                .iter()
-                .map(|r| &c.data[r.clone()])
-                .zip(c.ids.iter().copied())
-        }))?;
-        for (mut f, c) in done {
-            self.summary.bytes_read += c.data.len() as u64;
-            if f.changed {
-                self.summary.files_changed += 1;
-            } else {
-                self.summary.files_new += 1;
-            }
-            f.node.content = c.ids;
-            tree.push(f.node);
-        }
-        Ok(())
-    }
-
-    pub(super) fn intermediate(
+    fn intermediate(
         &mut self,
+        key: usize,
         path: &Path,
         name: &OsStr,
         trie: &PathTrie,
         pnode: Option<&Node>,
-    ) -> Result<Option<Node>> {
+    ) -> Result<()> {
         let Some((_, mut node)) = self.examine(path, name) else {
-            return Ok(None);
+            return Ok(());
         };
         // Only part of this directory is stored, so its times and link count describe entries
         // that are not in the snapshot; zeroing them keeps an unchanged source's trees
@@ -173,17 +406,13 @@ impl<'r, 'o> Archiver<'r, 'o> {
         node.ctime_ns = 0;
         node.nlink = 0;
         let ptree = self.parent_subtree(pnode);
-        node.subtree = Some(self.save_trie(path, trie, ptree.as_ref())?);
+        let idx = self.push(key, node, true);
         self.summary.dirs += 1;
-        Ok(Some(node))
+        self.save_trie(path, trie, ptree.as_ref(), Link::Entry(key, idx))
     }
 
     /// `lstat` and the node for `path`; a failure is reported and gives `None`.
-    pub(super) fn examine(
-        &mut self,
-        path: &Path,
-        name: &OsStr,
-    ) -> Option<(std::fs::Metadata, Node)> {
+    fn examine(&mut self, path: &Path, name: &OsStr) -> Option<(std::fs::Metadata, Node)> {
         let node = std::fs::symlink_metadata(path)
             .and_then(|m| node_from_metadata(name, path, &m, &mut self.owners).map(|n| (m, n)));
         match node {
@@ -195,63 +424,70 @@ impl<'r, 'o> Archiver<'r, 'o> {
         }
     }
 
-    pub(super) fn parent_subtree(&self, pnode: Option<&Node>) -> Option<Tree> {
+    fn parent_subtree(&self, pnode: Option<&Node>) -> Option<Tree> {
         let id = pnode.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
         self.repo.load_tree(&id).ok()
     }
 
     pub(super) fn archive_entry(
         &mut self,
+        key: usize,
         path: &Path,
         name: &OsStr,
         pnode: Option<&Node>,
         parent_dev: Option<u64>,
-    ) -> Result<Option<Node>> {
+    ) -> Result<()> {
         if self.excludes.excluded(path, name) || self.opts.skip.iter().any(|s| s == path) {
-            return Ok(None);
+            return Ok(());
         }
-        let Some((m, mut node)) = self.examine(path, name) else {
-            return Ok(None);
+        let Some((m, node)) = self.examine(path, name) else {
+            return Ok(());
         };
         match node.kind {
             NodeKind::Dir => {
-                let cross = self.opts.one_file_system && parent_dev.is_some_and(|d| d != m.dev());
                 if self
                     .excludes
                     .if_present
                     .iter()
                     .any(|f| path.join(f).symlink_metadata().is_ok())
                 {
-                    return Ok(None);
+                    return Ok(());
                 }
-                let subtree = if cross {
-                    self.saver.save(BlobType::Tree, &Tree::default().encode())?
-                } else {
-                    let ptree = self.parent_subtree(pnode);
-                    match self.save_dir(path, m.dev(), ptree.as_ref())? {
-                        Some(id) => id,
-                        None => return Ok(None),
-                    }
-                };
-                node.subtree = Some(subtree);
                 self.summary.dirs += 1;
+                let cross = self.opts.one_file_system && parent_dev.is_some_and(|d| d != m.dev());
+                if cross {
+                    let mut node = node;
+                    node.subtree =
+                        Some(self.saver.save(BlobType::Tree, &Tree::default().encode())?);
+                    self.push(key, node, false);
+                    return Ok(());
+                }
+                let ptree = self.parent_subtree(pnode);
+                let idx = self.push(key, node, true);
+                if !self.save_dir(path, m.dev(), ptree.as_ref(), Link::Entry(key, idx))? {
+                    self.summary.dirs -= 1;
+                    self.dir(key).nodes[idx] = None;
+                    self.release(key)?;
+                }
+                Ok(())
             }
-            NodeKind::File => {
-                let stored = self.save_file(path, &mut node, pnode)?;
-                return Ok(stored.then_some(node));
+            NodeKind::File => self.save_file(key, path, node, pnode),
+            _ => {
+                self.push(key, node, false);
+                Ok(())
             }
-            _ => {}
         }
-        Ok(Some(node))
     }
 
-    /// Archives a directory's entries; `None` when the directory cannot be listed.
+    /// Archives a directory's entries into a new open directory; false (and nothing opened)
+    /// when the directory cannot be listed.
     pub(super) fn save_dir(
         &mut self,
         path: &Path,
         dev: u64,
         parent: Option<&Tree>,
-    ) -> Result<Option<BlobId>> {
+        link: Link,
+    ) -> Result<bool> {
         let entries = match std::fs::read_dir(path).and_then(|rd| {
             rd.map(|e| e.map(|e| e.file_name()))
                 .collect::<std::io::Result<Vec<_>>>()
@@ -259,88 +495,103 @@ impl<'r, 'o> Archiver<'r, 'o> {
             Ok(v) => v,
             Err(e) => {
                 self.report(path, e);
-                return Ok(None);
+                return Ok(false);
             }
         };
         let mut names = entries;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let outer = self.begin_dir();
-        let mut tree = Tree::default();
+        let key = self.open_dir(link);
         for name in names {
             let child = path.join(&name);
             let pnode = parent.and_then(|t| t.get(name.as_bytes()));
-            if let Some(n) = self.archive_entry(&child, &name, pnode, Some(dev))? {
-                tree.push(n);
-            }
-            if self.small_bytes >= SMALL_BATCH_BYTES || self.small.len() >= SMALL_BATCH_FILES {
-                self.flush_small(&mut tree)?;
-            }
+            self.archive_entry(key, &child, &name, pnode, Some(dev))?;
         }
-        self.end_dir(&mut tree, outer)?;
-        Ok(Some(self.saver.save(BlobType::Tree, &tree.encode())?))
+        self.release(key)?;
+        Ok(true)
     }
 
-    /// Stores a regular file's content into `node.content`; false when the file was skipped or
-    /// handed to the small-file batch (which adds the node to the tree itself).
-    pub(super) fn save_file(
+    /// Adds a regular file: its parent's content when unchanged, else a placeholder filled
+    /// when the pool has read it.
+    fn save_file(
         &mut self,
+        key: usize,
         path: &Path,
-        node: &mut Node,
+        mut node: Node,
         pnode: Option<&Node>,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         self.summary.total_files += 1;
         self.summary.total_bytes += node.size;
-        if let Some(p) = pnode.filter(|p| !self.opts.force && p.unchanged(node))
+        if let Some(p) = pnode.filter(|p| !self.opts.force && p.unchanged(&node))
             && self.all_indexed(&p.content)?
         {
             node.content = p.content.clone();
             self.summary.files_unmodified += 1;
-            return Ok(true);
-        }
-        if node.nlink <= 1 && node.size <= SMALL_FILE {
-            self.small_bytes += node.size;
-            self.small.push(SmallFile {
-                path: path.to_path_buf(),
-                node: node.clone(),
-                changed: pnode.is_some(),
-            });
-            return Ok(false);
+            self.push(key, node, false);
+            return Ok(());
         }
         let link_key = (node.device, node.inode);
-        if node.nlink > 1
-            && let Some((c, left)) = self.hardlinks.get_mut(&link_key)
-        {
-            node.content = c.clone();
-            // Forget the content once every link was seen: the map holds only open groups.
-            *left -= 1;
-            if *left == 0 {
-                self.hardlinks.remove(&link_key);
-            }
-        } else {
-            match self.read_file(path, node) {
-                Ok(content) => node.content = content,
-                Err(ReadError::Repo(e)) => return Err(e),
-                Err(ReadError::Source(e)) => {
-                    self.summary.total_files -= 1;
-                    self.summary.total_bytes -= node.size;
-                    self.report(path, e);
-                    return Ok(false);
+        let mut target = Target {
+            dir: key,
+            idx: 0,
+            path: path.to_path_buf(),
+            size: node.size,
+            changed: pnode.is_some(),
+            link: None,
+        };
+        if node.nlink > 1 {
+            match self.hardlinks.get_mut(&link_key) {
+                Some(LinkGroup::Read(content, left)) => {
+                    node.content = content.clone();
+                    *left -= 1;
+                    if *left == 0 {
+                        self.hardlinks.remove(&link_key);
+                    }
+                    self.count_stored(target.changed);
+                    self.push(key, node, false);
+                    return Ok(());
+                }
+                Some(LinkGroup::Reading(..)) => {
+                    target.idx = self.push(key, node, true);
+                    if let Some(LinkGroup::Reading(waiters, left)) =
+                        self.hardlinks.get_mut(&link_key)
+                    {
+                        *left = left.saturating_sub(1);
+                        waiters.push(target);
+                    }
+                    return Ok(());
+                }
+                None => {
+                    self.hardlinks
+                        .insert(link_key, LinkGroup::Reading(Vec::new(), node.nlink - 1));
+                    target.link = Some(link_key);
                 }
             }
-            if node.nlink > 1 {
-                self.hardlinks
-                    .insert(link_key, (node.content.clone(), node.nlink - 1));
+        }
+        target.idx = self.push(key, node.clone(), true);
+        if node.nlink <= 1 && node.size <= SMALL_FILE {
+            self.small_bytes += node.size;
+            self.small.push(SmallFile { target, node });
+            if self.small_bytes >= SMALL_BATCH_BYTES || self.small.len() >= SMALL_BATCH_FILES {
+                self.flush_small()?;
             }
+            return Ok(());
         }
-        if pnode.is_some() {
-            self.summary.files_changed += 1;
-        } else {
-            self.summary.files_new += 1;
-        }
-        Ok(true)
+        let end = match open_examined(path, &node) {
+            Err(e) => End::Failed(e.to_string()),
+            Ok(f) => match self.stream(&f, Some(node.size), &target)? {
+                Err(e) => End::Failed(e.to_string()),
+                Ok(n) => match unchanged_since(&f, &node, n) {
+                    Ok(true) => End::Done,
+                    Ok(false) => End::Failed("file changed while it was read; skipped".into()),
+                    Err(e) => End::Failed(e.to_string()),
+                },
+            },
+        };
+        self.queue_end(target, end);
+        Ok(())
     }
 
-    pub(super) fn all_indexed(&self, content: &[BlobId]) -> Result<bool> {
+    fn all_indexed(&self, content: &[BlobId]) -> Result<bool> {
         for id in content {
             if !self.saver.is_known(id)? {
                 return Ok(false);
@@ -349,80 +600,72 @@ impl<'r, 'o> Archiver<'r, 'o> {
         Ok(true)
     }
 
-    pub(super) fn read_file(&mut self, path: &Path, node: &Node) -> Result<Vec<BlobId>, ReadError> {
-        let f = open_examined(path, node)?;
-        let mut content = Vec::new();
-        let n = self.store_stream(&f, Some(node.size), &mut content)?;
-        if !unchanged_since(&f, node, n)? {
-            return Err(ReadError::Source(std::io::Error::other(
-                "file changed while it was read; skipped",
-            )));
-        }
-        Ok(content)
-    }
-
-    pub(super) fn store_stream(
+    /// Reads `r` in windows, each cut here and handed to the pool with `target`; the caller
+    /// queues the file's end. Returns the bytes read, or the source's read error.
+    pub(super) fn stream(
         &mut self,
         r: impl Read,
         size_hint: Option<u64>,
-        content: &mut Vec<BlobId>,
-    ) -> Result<u64, ReadError> {
+        target: &Target,
+    ) -> Result<std::result::Result<u64, std::io::Error>> {
         let chunker = self.repo.chunker();
-        let n = for_each_window(r, chunker, size_hint, |buf, ranges| {
-            self.store_chunks(buf, ranges, content)
-                .map_err(ReadError::Repo)
-        })?;
-        self.summary.bytes_read += n;
-        Ok(n)
+        let mut repo_err = None;
+        let res = for_each_window(r, chunker, size_hint, |buf, ranges| {
+            let sealer = self.sealer();
+            let t = target.clone();
+            let bytes = buf.len() as u64;
+            self.submit(bytes, move || sealer.window(&buf, &ranges, t))
+                .map_err(|e| {
+                    repo_err = Some(e);
+                    std::io::Error::other("the repository failed")
+                })
+        });
+        if let Some(e) = repo_err {
+            return Err(e);
+        }
+        Ok(res)
     }
 
-    pub(super) fn store_chunks(
-        &mut self,
-        buf: &[u8],
-        ranges: Vec<Range<usize>>,
-        content: &mut Vec<BlobId>,
-    ) -> Result<()> {
-        let key = self.repo.key();
-        let ids: Vec<BlobId> = ranges
-            .par_iter()
-            .map(|r| key.blob_id(&buf[r.clone()]))
-            .collect();
-        self.store_new(
-            ranges
-                .iter()
-                .map(|r| &buf[r.clone()])
-                .zip(ids.iter().copied()),
-        )?;
-        content.extend(ids);
-        Ok(())
+    /// A placeholder for a stream stored as one file (`snapshot --stdin`) in open directory
+    /// `key`.
+    pub(super) fn stream_target(&mut self, key: usize, node: Node, name: &str) -> Target {
+        let idx = self.push(key, node, true);
+        Target {
+            dir: key,
+            idx,
+            path: format!("<{name}>").into(),
+            size: 0,
+            changed: false,
+            link: None,
+        }
     }
 
-    /// Seals (in parallel) and stores the chunks not yet in the repository or this run.
-    pub(super) fn store_new<'b>(
-        &mut self,
-        chunks: impl Iterator<Item = (&'b [u8], BlobId)>,
-    ) -> Result<()> {
-        let mut batch = HashSet::new();
-        let mut todo = Vec::new();
-        for (data, id) in chunks {
-            if batch.insert(id) && !self.saver.is_known(&id)? {
-                todo.push((data, id));
-            }
+    /// The stream of `target` ended after `size` bytes.
+    pub(super) fn stream_done(&mut self, target: Target, size: u64) {
+        if let Some(n) = self.node(target.dir, target.idx) {
+            n.size = size;
         }
-        let (key, compression) = (self.repo.key(), self.repo.config().compression);
-        let sealed: Vec<(BlobId, Vec<u8>, usize)> = todo
-            .par_iter()
-            .map(|(data, id)| {
-                (
-                    *id,
-                    seal_blob(key, BlobType::Data, id, data, compression),
-                    data.len(),
-                )
-            })
-            .collect();
-        for (id, s, n) in sealed {
-            self.saver.add_sealed(BlobType::Data, id, &s, n)?;
-        }
-        Ok(())
+        self.summary.total_files += 1;
+        self.summary.total_bytes += size;
+        self.queue_end(target, End::Done);
+    }
+
+    fn queue_end(&mut self, target: Target, end: End) {
+        let out = JobOut {
+            files: vec![FileOut {
+                target,
+                ids: Vec::new(),
+                bytes: 0,
+                end,
+            }],
+            sealed: Vec::new(),
+        };
+        self.jobs.push_back((Job::Ready(out), 0));
+    }
+
+    /// The snapshot's root tree, once everything was drained.
+    pub(super) fn root(&self) -> Option<BlobId> {
+        debug_assert!(self.dirs.is_empty() || self.root.is_none());
+        self.root
     }
 }

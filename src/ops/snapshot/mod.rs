@@ -18,10 +18,9 @@ mod read;
 
 pub use paths::check_sources;
 
-use archiver::{Archiver, Excludes};
+use archiver::{Archiver, Link};
 use paths::{absolute, build_trie};
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -33,11 +32,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::repo::Repository;
-use crate::repo::blob::BlobType;
 use crate::repo::saver::BlobSaver;
 use crate::repo::snapshot::{Snapshot, Summary};
-use crate::source::fs::Owners;
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{Node, NodeKind};
 
 /// What to snapshot.
 pub enum Input<'a> {
@@ -109,17 +106,6 @@ pub struct SnapshotReport {
     pub dry_run: bool,
 }
 
-pub(super) enum ReadError {
-    Source(std::io::Error),
-    Repo(Error),
-}
-
-impl From<std::io::Error> for ReadError {
-    fn from(e: std::io::Error) -> Self {
-        ReadError::Source(e)
-    }
-}
-
 fn find_parent(
     repo: &Repository,
     opts: &SnapshotOptions,
@@ -158,117 +144,29 @@ pub fn snapshot(
         repo.backend().remove_stale_temps()?;
         repo.adopt_unindexed_packs()?;
     }
-    let mut a = Archiver {
-        repo,
-        saver: BlobSaver::new(repo),
-        opts,
-        excludes: Excludes::new(&opts.excludes, &opts.exclude_if_present)?,
-        owners: Owners::default(),
-        summary: Summary::default(),
-        errors: Vec::new(),
-        hardlinks: HashMap::new(),
-        small: Vec::new(),
-        small_bytes: 0,
-    };
-    let (paths, tree, parent) = match input {
-        Input::Paths(paths) => {
-            let mut abs = Vec::new();
-            for p in &paths {
-                if let Err(e) = std::fs::symlink_metadata(p) {
-                    return Err(Error::Invalid(format!(
-                        "source path {} cannot be read: {e}",
-                        p.display()
-                    )));
-                }
-                abs.push(absolute(p)?);
-            }
-            if abs.is_empty() {
-                return Err(Error::Invalid(
-                    "nothing to snapshot: give at least one path".into(),
-                ));
-            }
-            abs.sort();
-            abs.dedup();
-            let strs: Vec<String> = abs.iter().map(|p| p.display().to_string()).collect();
-            let parent = if opts.force {
-                None
-            } else {
-                find_parent(repo, opts, &host, &strs)?
-            };
-            let ptree = match &parent {
-                Some((_, s)) => Some(repo.load_tree(&s.tree)?),
-                None => None,
-            };
-            let trie = build_trie(&abs);
-            let tree = if trie.requested {
-                // The whole filesystem root was requested.
-                let dev = std::fs::metadata("/").map_err(|e| Error::io("/", e))?.dev();
-                match a.save_dir(Path::new("/"), dev, ptree.as_ref())? {
-                    Some(t) => t,
-                    None => return Err(Error::Invalid("cannot list /".into())),
-                }
-            } else {
-                a.save_trie(Path::new("/"), &trie, ptree.as_ref())?
-            };
-            (strs, tree, parent)
-        }
-        Input::Stream {
-            name,
-            reader,
-            finish,
-        } => {
-            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return Err(Error::Invalid(format!(
-                    "stdin file name {name:?} must be a plain file name"
-                )));
-            }
-            let strs = vec![format!("/{name}")];
-            let parent = if opts.force {
-                None
-            } else {
-                find_parent(repo, opts, &host, &strs)?
-            };
-            let mut content = Vec::new();
-            let size = match a.store_stream(reader, None, &mut content) {
-                Ok(n) => n,
-                Err(ReadError::Repo(e)) => return Err(e),
-                Err(ReadError::Source(e)) => return Err(Error::io(format!("<{name}>"), e)),
-            };
-            finish()?;
-            let now = Utc::now().timestamp_nanos_opt().unwrap_or(0);
-            let node = Node {
-                name: name.into_bytes(),
-                kind: NodeKind::File,
-                mode: 0o600,
-                uid: nix::unistd::geteuid().as_raw(),
-                gid: nix::unistd::getegid().as_raw(),
-                user: Some(user.clone()),
-                mtime_ns: now,
-                ctime_ns: now,
-                size,
-                nlink: 1,
-                content,
-                ..Node::default()
-            };
-            a.summary.files_new = 1;
-            a.summary.total_files = 1;
-            a.summary.total_bytes = size;
-            let mut t = Tree::default();
-            t.push(node);
-            let id = a.saver.save(BlobType::Tree, &t.encode())?;
-            (strs, id, parent)
-        }
-    };
-    let Archiver {
-        saver,
-        mut summary,
-        errors,
-        ..
-    } = a;
-    summary.data_added = saver.data_added;
-    summary.data_added_packed = saver.data_added_packed;
-    summary.errors = errors.len() as u64;
-    saver.finish()?;
+    let claims = BlobSaver::claims(repo);
+    let (paths, tree, parent, summary, errors) = std::thread::scope(|threads| {
+        let saver = BlobSaver::start(repo, &claims, threads);
+        rayon::in_place_scope(|pool| -> Result<_> {
+            let mut a = Archiver::new(repo, saver, &claims, pool, opts)?;
+            let (paths, parent) = archive(&mut a, repo, opts, &host, &user, input)?;
+            a.drain()?;
+            let tree = a
+                .root()
+                .expect("invariant: every directory is saved once all jobs are drained");
+            let Archiver {
+                saver,
+                mut summary,
+                errors,
+                ..
+            } = a;
+            summary.data_added = saver.data_added;
+            summary.data_added_packed = saver.data_added_packed;
+            summary.errors = errors.len() as u64;
+            saver.finish()?;
+            Ok((paths, tree, parent, summary, errors))
+        })
+    })?;
     let snap = Snapshot {
         time: opts.time.unwrap_or_else(Utc::now),
         tree,
@@ -296,4 +194,100 @@ pub fn snapshot(
         error_details: errors,
         dry_run,
     })
+}
+
+type Parent = Option<(SnapshotId, Snapshot)>;
+
+/// Walks `input` into the archiver (whose root is then saved once drained); returns the
+/// snapshot's paths and the parent used.
+fn archive(
+    a: &mut Archiver<'_, '_, '_, '_>,
+    repo: &Repository,
+    opts: &SnapshotOptions,
+    host: &str,
+    user: &str,
+    input: Input<'_>,
+) -> Result<(Vec<String>, Parent)> {
+    match input {
+        Input::Paths(paths) => {
+            let mut abs = Vec::new();
+            for p in &paths {
+                if let Err(e) = std::fs::symlink_metadata(p) {
+                    return Err(Error::Invalid(format!(
+                        "source path {} cannot be read: {e}",
+                        p.display()
+                    )));
+                }
+                abs.push(absolute(p)?);
+            }
+            if abs.is_empty() {
+                return Err(Error::Invalid(
+                    "nothing to snapshot: give at least one path".into(),
+                ));
+            }
+            abs.sort();
+            abs.dedup();
+            let strs: Vec<String> = abs.iter().map(|p| p.display().to_string()).collect();
+            let parent = if opts.force {
+                None
+            } else {
+                find_parent(repo, opts, host, &strs)?
+            };
+            let ptree = match &parent {
+                Some((_, s)) => Some(repo.load_tree(&s.tree)?),
+                None => None,
+            };
+            let trie = build_trie(&abs);
+            if trie.requested {
+                // The whole filesystem root was requested.
+                let dev = std::fs::metadata("/").map_err(|e| Error::io("/", e))?.dev();
+                if !a.save_dir(Path::new("/"), dev, ptree.as_ref(), Link::Root)? {
+                    return Err(Error::Invalid("cannot list /".into()));
+                }
+            } else {
+                a.save_trie(Path::new("/"), &trie, ptree.as_ref(), Link::Root)?;
+            }
+            Ok((strs, parent))
+        }
+        Input::Stream {
+            name,
+            reader,
+            finish,
+        } => {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(Error::Invalid(format!(
+                    "stdin file name {name:?} must be a plain file name"
+                )));
+            }
+            let strs = vec![format!("/{name}")];
+            let parent = if opts.force {
+                None
+            } else {
+                find_parent(repo, opts, host, &strs)?
+            };
+            let now = Utc::now().timestamp_nanos_opt().unwrap_or(0);
+            let node = Node {
+                name: name.clone().into_bytes(),
+                kind: NodeKind::File,
+                mode: 0o600,
+                uid: nix::unistd::geteuid().as_raw(),
+                gid: nix::unistd::getegid().as_raw(),
+                user: Some(user.to_string()),
+                mtime_ns: now,
+                ctime_ns: now,
+                nlink: 1,
+                ..Node::default()
+            };
+            let key = a.open_dir(Link::Root);
+            let target = a.stream_target(key, node, &name);
+            let size = match a.stream(reader, None, &target)? {
+                Ok(n) => n,
+                Err(e) => return Err(Error::io(format!("<{name}>"), e)),
+            };
+            finish()?;
+            a.stream_done(target, size);
+            a.release(key)?;
+            Ok((strs, parent))
+        }
+    }
 }
