@@ -24,7 +24,18 @@ pub fn run(g: &Globals, a: CheckArgs) -> Result<i32> {
     } else {
         None
     });
-    let r = check(&repo, &CheckOptions { read_data })?;
+    let (progress, bar) = super::progress::bar(g, "check", "packs");
+    let r = check(
+        &repo,
+        &CheckOptions {
+            read_data,
+            progress,
+        },
+    );
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let r = r?;
     if g.json {
         g.print_json(&r)?;
     } else {

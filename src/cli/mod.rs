@@ -3,6 +3,7 @@
 mod check;
 mod inspect;
 mod key;
+mod progress;
 mod restore;
 mod snapshot;
 

@@ -44,8 +44,19 @@ pub fn run(g: &Globals, a: RestoreArgs) -> Result<i32> {
         verify: a.verify,
         dry_run: a.dry_run,
         overwrite: a.overwrite,
+        progress: Default::default(),
     };
-    let r = restore(&repo, &snap.tree, &opts)?;
+    let (sink, bar) = super::progress::bar(g, "restore", "files");
+    sink.total(snap.summary.total_bytes);
+    let opts = RestoreOptions {
+        progress: sink,
+        ..opts
+    };
+    let r = restore(&repo, &snap.tree, &opts);
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let r = r?;
     for w in &r.warnings {
         if !g.quiet {
             eprintln!("cairn: warning: {}: {}", w.path, w.error);

@@ -92,6 +92,7 @@ fn options(g: &Globals, a: &SnapshotArgs) -> Result<SnapshotOptions> {
             .iter()
             .filter_map(|p| std::fs::canonicalize(p).ok())
             .collect(),
+        progress: Default::default(),
     })
 }
 
@@ -112,7 +113,7 @@ fn open_or_create(g: &Globals) -> Result<Repository> {
 }
 
 pub fn run(g: &Globals, a: SnapshotArgs) -> Result<i32> {
-    let opts = options(g, &a)?;
+    let mut opts = options(g, &a)?;
     if a.stdin && a.stdin_from_command {
         bail!("--stdin and --stdin-from-command exclude each other");
     }
@@ -135,18 +136,24 @@ pub fn run(g: &Globals, a: SnapshotArgs) -> Result<i32> {
     if a.dry_run {
         repo = repo.into_dry_run();
     }
+    let (sink, bar) = super::progress::bar(g, "snapshot", "files");
+    opts.progress = sink;
     let report = if a.stdin {
         let input = Input::Stream {
             name: a.stdin_filename.clone(),
             reader: Box::new(std::io::stdin().lock()),
             finish: Box::new(|| Ok(())),
         };
-        snapshot(&repo, input, &opts)?
+        snapshot(&repo, input, &opts).map_err(anyhow::Error::from)
     } else if a.stdin_from_command {
-        from_command(&repo, &a, &opts)?
+        from_command(&repo, &a, &opts)
     } else {
-        snapshot(&repo, Input::Paths(paths), &opts)?
+        snapshot(&repo, Input::Paths(paths), &opts).map_err(anyhow::Error::from)
     };
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let report = report?;
     for e in &report.error_details {
         eprintln!("cairn: warning: {}: {}", e.path, e.error);
     }

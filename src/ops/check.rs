@@ -7,6 +7,7 @@
 //! With `--read-data`: every selected pack is read whole, its name hash checked, its header
 //! authenticated and compared with the index, and every blob in it opened and re-hashed.
 
+use crate::ops::progress::ProgressSink;
 use std::collections::HashSet;
 
 use rayon::prelude::*;
@@ -79,6 +80,8 @@ impl DataSubset {
 pub struct CheckOptions {
     /// Read pack data (`None`: structure only).
     pub read_data: Option<DataSubset>,
+    /// Receives packs and bytes as they are read.
+    pub progress: ProgressSink,
 }
 
 /// One problem found.
@@ -186,9 +189,14 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             .iter()
             .filter(|p| subset.selects(&p.0) && stored.contains_key(&p.0.to_hex()))
             .collect();
+        opts.progress.total(chosen.iter().map(|p| p.2).sum());
         let results: Vec<(u64, Vec<Finding>)> = chosen
             .par_iter()
-            .map(|(id, _, size)| read_pack(repo, id, *size))
+            .map(|(id, _, size)| {
+                let r = read_pack(repo, id, *size);
+                opts.progress.advance(1, *size);
+                r
+            })
             .collect::<Result<_>>()?;
         rep.packs_read = chosen.len() as u64;
         for (blobs, findings) in results {

@@ -5,6 +5,7 @@ pub mod browse;
 pub mod check;
 pub mod diff;
 pub mod pattern;
+pub mod progress;
 pub mod restore;
 pub mod snapshot;
 pub mod stats;

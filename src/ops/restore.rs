@@ -13,6 +13,7 @@
 //! Every blob is authenticated and its id re-derived before a byte of it is written; a file
 //! whose data is damaged is reported and the restore goes on with the others.
 
+use crate::ops::progress::ProgressSink;
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::Read;
@@ -59,6 +60,8 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Existing-file policy.
     pub overwrite: Overwrite,
+    /// Receives files and bytes as they are restored.
+    pub progress: ProgressSink,
 }
 
 /// A problem with one path.
@@ -306,6 +309,7 @@ impl Restorer<'_> {
             if n.kind == NodeKind::File {
                 r.files += 1;
                 r.bytes += n.size;
+                self.opts.progress.advance(1, n.size);
             } else {
                 r.others += 1;
             }
@@ -356,6 +360,7 @@ impl Restorer<'_> {
                 if n.kind == NodeKind::File {
                     r.files += 1;
                     r.bytes += n.size;
+                    self.opts.progress.advance(1, n.size);
                     if self.opts.verify {
                         r.verified += 1;
                     }

@@ -291,6 +291,9 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         }
         for f in out.files {
             self.summary.bytes_read += f.bytes;
+            self.opts
+                .progress
+                .advance(u64::from(matches!(f.end, End::Done)), f.bytes);
             let t = f.target;
             match f.end {
                 End::More => {
@@ -537,6 +540,7 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         {
             node.content = p.content.clone();
             self.summary.files_unmodified += 1;
+            self.opts.progress.advance(1, node.size);
             self.push(key, node, false);
             return Ok(());
         }

@@ -31,6 +31,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
+use crate::ops::progress::ProgressSink;
 use crate::repo::Repository;
 use crate::repo::saver::BlobSaver;
 use crate::repo::snapshot::{Snapshot, Summary};
@@ -76,6 +77,9 @@ pub struct SnapshotOptions {
     /// Absolute paths never stored, whatever the patterns say: the repository itself and the
     /// local cache, so that a snapshot of a home directory does not swallow its own output.
     pub skip: Vec<PathBuf>,
+    /// Receives files and bytes as they are stored or found unchanged; the parent snapshot's
+    /// size is the expected total.
+    pub progress: ProgressSink,
 }
 
 /// A source entry that was skipped.
@@ -234,7 +238,10 @@ fn archive(
                 find_parent(repo, opts, host, &strs)?
             };
             let ptree = match &parent {
-                Some((_, s)) => Some(repo.load_tree(&s.tree)?),
+                Some((_, s)) => {
+                    opts.progress.total(s.summary.total_bytes);
+                    Some(repo.load_tree(&s.tree)?)
+                }
                 None => None,
             };
             let trie = build_trie(&abs);

@@ -1,0 +1,133 @@
+//! Progress events: snapshot, restore and check report every file, pack and byte they handle,
+//! and the command line draws nothing when stderr is not a terminal.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cairn::crypto::keyfile::KdfParams;
+use cairn::ops::check::{CheckOptions, DataSubset, check};
+use cairn::ops::progress::{Progress, ProgressSink};
+use cairn::ops::restore::{RestoreOptions, restore};
+use cairn::ops::snapshot::{Input, SnapshotOptions, snapshot};
+use cairn::repo::{InitOptions, Repository};
+
+#[derive(Default)]
+struct Count {
+    total: AtomicU64,
+    items: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Progress for Count {
+    fn total(&self, bytes: u64) {
+        self.total.store(bytes, Ordering::Relaxed);
+    }
+    fn advance(&self, items: u64, bytes: u64) {
+        self.items.fetch_add(items, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+fn counted() -> (Arc<Count>, ProgressSink) {
+    let c = Arc::new(Count::default());
+    (c.clone(), ProgressSink::new(c))
+}
+
+#[test]
+fn operations_report_all_their_work() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let sizes = [0usize, 10, 5000, 3 << 20];
+    for (i, n) in sizes.iter().enumerate() {
+        std::fs::write(
+            src.join(format!("f{i}")),
+            common::random_bytes(i as u64, *n),
+        )
+        .unwrap();
+    }
+    std::fs::write(src.join("sub/g"), b"hello").unwrap();
+    let total: u64 = sizes.iter().sum::<usize>() as u64 + 5;
+    let opts = InitOptions {
+        kdf: KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..InitOptions::default()
+    };
+    let repo = Repository::init(
+        &d.path().join("repo"),
+        b"pw",
+        &opts,
+        &d.path().join("cache"),
+    )
+    .unwrap();
+
+    for round in 0..2 {
+        let (c, sink) = counted();
+        let o = SnapshotOptions {
+            progress: sink,
+            ..SnapshotOptions::default()
+        };
+        let r = snapshot(&repo, Input::Paths(vec![src.clone()]), &o).unwrap();
+        assert_eq!(c.items.load(Ordering::Relaxed), 5, "round {round}");
+        assert_eq!(c.bytes.load(Ordering::Relaxed), total, "round {round}");
+        // The second run expects the parent's size.
+        let expected_total = if round == 0 { 0 } else { total };
+        assert_eq!(c.total.load(Ordering::Relaxed), expected_total);
+        assert_eq!(r.summary.total_bytes, total);
+    }
+
+    let (_, snap) = repo.resolve_snapshot("latest").unwrap();
+    let (c, sink) = counted();
+    let o = RestoreOptions {
+        target: d.path().join("out"),
+        progress: sink,
+        ..RestoreOptions::default()
+    };
+    restore(&repo, &snap.tree, &o).unwrap();
+    assert_eq!(c.items.load(Ordering::Relaxed), 5);
+    assert_eq!(c.bytes.load(Ordering::Relaxed), total);
+
+    let (c, sink) = counted();
+    let rep = check(
+        &repo,
+        &CheckOptions {
+            read_data: Some(DataSubset::All),
+            progress: sink,
+        },
+    )
+    .unwrap();
+    let packs: u64 = std::fs::read_dir(d.path().join("repo/packs"))
+        .unwrap()
+        .flatten()
+        .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert_eq!(c.items.load(Ordering::Relaxed), rep.packs_read);
+    assert_eq!(c.bytes.load(Ordering::Relaxed), packs);
+    assert_eq!(c.total.load(Ordering::Relaxed), packs);
+}
+
+#[test]
+fn no_bar_is_drawn_without_a_terminal() {
+    let env = common::Env::new();
+    let src = env.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), common::random_bytes(1, 2 << 20)).unwrap();
+    for args in [
+        vec!["snapshot", src.to_str().unwrap()],
+        vec!["check", "--read-data"],
+    ] {
+        let out = env.cmd(&args).output().unwrap();
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains('\r') && !err.contains("B/s") && !err.contains("ETA"),
+            "{args:?} drew a bar: {err:?}"
+        );
+    }
+}
