@@ -298,3 +298,49 @@ fn one_file_system_keeps_mount_points_but_not_their_content() {
         "without the flag the mounted file is stored"
     );
 }
+
+#[test]
+fn shared_and_repeated_blobs_restore_exactly_over_new_and_existing_files() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    // One blob in two files; one file whose content repeats the same chunks (a blob needed at
+    // several offsets of one file); 600 small files spread over several restore batches.
+    let content = random_bytes(7, 1_500_000);
+    fs::write(src.join("a"), &content).unwrap();
+    fs::write(src.join("d/b"), &content).unwrap();
+    let block = random_bytes(8, 3 << 20);
+    let mut repeated = block.clone();
+    repeated.extend_from_slice(&block);
+    repeated.extend_from_slice(&block);
+    fs::write(src.join("rep"), &repeated).unwrap();
+    for i in 0..600 {
+        fs::write(src.join(format!("d/s{i:03}")), format!("small {i}")).unwrap();
+    }
+    env.snapshot(&[&src]);
+    let target = env.path("out");
+    let tsrc = |p: &str| target.join(src.strip_prefix("/").unwrap()).join(p);
+    for round in 0..2 {
+        // The second round replaces existing files (written aside, then renamed).
+        if round == 1 {
+            fs::write(tsrc("a"), b"stale").unwrap();
+            fs::write(tsrc("d/s007"), b"stale and longer than before").unwrap();
+        }
+        let r = env.restore(&target, &[]);
+        assert_eq!(r["report"]["files"], 603, "{r}");
+        assert_eq!(fs::read(tsrc("a")).unwrap(), content);
+        assert_eq!(fs::read(tsrc("d/b")).unwrap(), content);
+        assert_eq!(fs::read(tsrc("rep")).unwrap(), repeated);
+        assert_eq!(fs::read(tsrc("d/s007")).unwrap(), b"small 7");
+        let stray: Vec<_> = fs::read_dir(tsrc("d"))
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".cairn-restore")
+            })
+            .collect();
+        assert!(stray.is_empty(), "temporary files left: {stray:?}");
+    }
+}

@@ -4,16 +4,25 @@
 //! restore_dir(tree, target):
 //!     for each node (name order), skipping excluded ones and those no include selects:
 //!         dir   → restore_dir(subtree) first; remember (dir, node) for metadata
+//!         file  → the pending batch (several directories' files at once)
 //!         other → a job for this directory
-//!     run the directory's file jobs on the pool (hardlinked files in order, to link them)
+//!     run the directory's other jobs on the pool (hardlinked files in order, to link them)
+//! batch of files (256, or what is left at the end):
+//!     create each file (sized); plan its blobs by pack (plan.rs): one read per run of
+//!     neighbouring blobs, runs on the pool; each blob opened, proven and written at every
+//!     offset that needs it; then per file: verify, metadata, rename into place
 //! set directory metadata, deepest first (times last, after all content is in place)
 //! ```
 //! File content is written at its offsets after `set_len`, skipping aligned all-zero 4 KiB
-//! blocks, so holes stay holes; a file goes to a temporary name and is renamed into place.
-//! Every blob is authenticated and its id re-derived before a byte of it is written; a file
-//! whose data is damaged is reported and the restore goes on with the others.
+//! blocks, so holes stay holes. A file that replaces an existing one goes to a temporary name
+//! and is renamed into place, so the old file survives a failure; a new file is written under
+//! its own name (as restic does): a killed restore leaves it with the wrong time, so
+//! `--overwrite if-changed` rewrites it. Every blob is authenticated and its id re-derived
+//! before a byte of it is written; a file whose data is damaged is reported and the restore
+//! goes on with the others.
 
-use crate::ops::progress::ProgressSink;
+mod plan;
+
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::Read;
@@ -25,12 +34,16 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::ops::pattern::PathPatterns;
+use crate::ops::progress::ProgressSink;
 use crate::repo::Repository;
+use crate::repo::blob::open_blob;
 use crate::source::fs::to_ns;
 use crate::tree::{Node, NodeKind};
+use plan::{Place, Planner};
 
 /// What to do with files that already exist in the target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -103,6 +116,10 @@ struct Restorer<'a> {
     report: Mutex<RestoreReport>,
     links: Mutex<HashMap<(u64, u64), PathBuf>>,
     dirs: Vec<(PathBuf, Node)>,
+    /// Regular files (one link) waiting for their batch: snapshot path, target path, node.
+    files: Vec<(PathBuf, PathBuf, Node)>,
+    /// How many files make a batch.
+    batch: usize,
 }
 
 /// Restores the snapshot tree `root` into `opts.target`.
@@ -116,6 +133,8 @@ pub fn restore(repo: &Repository, root: &BlobId, opts: &RestoreOptions) -> Resul
         report: Mutex::new(RestoreReport::default()),
         links: Mutex::new(HashMap::new()),
         dirs: Vec::new(),
+        files: Vec::new(),
+        batch: file_batch(),
     };
     if !opts.dry_run {
         fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
@@ -126,6 +145,7 @@ pub fn restore(repo: &Repository, root: &BlobId, opts: &RestoreOptions) -> Resul
         &opts.target.clone(),
         r.include.is_empty(),
     )?;
+    r.flush_files()?;
     let dirs = std::mem::take(&mut r.dirs);
     for (path, node) in &dirs {
         r.apply_meta(path, node);
@@ -133,6 +153,102 @@ pub fn restore(repo: &Repository, root: &BlobId, opts: &RestoreOptions) -> Resul
     let mut report = r.report.into_inner().unwrap_or_else(|e| e.into_inner());
     report.dirs = dirs.len() as u64;
     Ok(report)
+}
+
+/// Regular files restored together (each open until its batch ends): enough that the pauses
+/// between batches are rare and their blobs fill pack reads (256: 6.0 s, 1024: 5.3 s for the
+/// `usr` corpus), within a quarter of the open-file limit.
+fn file_batch() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((mut soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 64;
+    };
+    // Like Go programs (restic), use more of the hard limit when the soft one is low.
+    if soft < 4096 && hard > soft {
+        let raised = hard.min(4096);
+        if setrlimit(Resource::RLIMIT_NOFILE, raised, hard).is_ok() {
+            soft = raised;
+        }
+    }
+    ((soft / 4) as usize).clamp(16, 1024)
+}
+
+/// A file being restored: written under its own name when none existed, else under a
+/// temporary name beside it.
+struct OutFile {
+    file: fs::File,
+    /// The temporary name, when an existing file is being replaced.
+    tmp: Option<PathBuf>,
+    /// The first failure; the file is then removed instead of finished.
+    failed: Mutex<Option<String>>,
+}
+
+impl OutFile {
+    fn create(tp: &Path, size: u64) -> std::io::Result<OutFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)
+        };
+        let (file, tmp) = match open(tp) {
+            Ok(f) => (f, None),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let mut r = [0u8; 8];
+                crate::crypto::random_bytes(&mut r);
+                let tmp = tp.with_file_name(format!(".cairn-restore-{}", hex::encode(r)));
+                (open(&tmp)?, Some(tmp))
+            }
+            Err(e) => return Err(e),
+        };
+        let out = OutFile {
+            file,
+            tmp,
+            failed: Mutex::new(None),
+        };
+        if let Err(e) = out.file.set_len(size) {
+            let _ = fs::remove_file(out.path(tp));
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    fn path<'p>(&'p self, tp: &'p Path) -> &'p Path {
+        self.tmp.as_deref().unwrap_or(tp)
+    }
+
+    fn fail(&self, e: impl std::fmt::Display) {
+        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some(e.to_string());
+        }
+    }
+
+    /// Runs `finish` on the written file, then renames it into place; on any failure the
+    /// file is removed (an existing file it was to replace stays as it was).
+    fn finish(
+        self,
+        tp: &Path,
+        finish: impl FnOnce(&Path) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let path = self.path(tp).to_path_buf();
+        let failed = self.failed.into_inner().unwrap_or_else(|e| e.into_inner());
+        drop(self.file);
+        let res = match failed {
+            Some(e) => Err(e),
+            None => finish(&path).and_then(|()| match &self.tmp {
+                Some(tmp) => fs::rename(tmp, tp).map_err(|e| e.to_string()),
+                None => Ok(()),
+            }),
+        };
+        if res.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+        res
+    }
 }
 
 fn lossy(p: &Path) -> String {
@@ -219,6 +335,12 @@ impl Restorer<'_> {
                     self.dirs.push((tp, n));
                     any = true;
                 }
+            } else if inc && n.kind == NodeKind::File && n.nlink <= 1 {
+                self.files.push((s, tp, n));
+                any = true;
+                if self.files.len() >= self.batch {
+                    self.flush_files()?;
+                }
             } else if inc {
                 jobs.push((s, tp, n));
                 any = true;
@@ -264,6 +386,127 @@ impl Restorer<'_> {
             }
         }
         Ok(any)
+    }
+
+    /// Restores the pending batch of regular files: created, filled pack by pack, finished.
+    fn flush_files(&mut self) -> Result<()> {
+        let batch = std::mem::take(&mut self.files);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if self.opts.dry_run {
+            for (s, tp, n) in &batch {
+                self.restore_node(s, tp, n);
+            }
+            return Ok(());
+        }
+        // Create (and size) every file; `None` for those left alone or not creatable.
+        let outs: Vec<Option<OutFile>> = batch
+            .par_iter()
+            .map(|(s, tp, n)| {
+                if !self.clear_target(s, tp, n) {
+                    return None;
+                }
+                match OutFile::create(tp, n.size) {
+                    Ok(o) => Some(o),
+                    Err(e) => {
+                        self.error(s, e);
+                        None
+                    }
+                }
+            })
+            .collect();
+        // Plan: every blob of every file, by pack.
+        let mut planner = Planner::default();
+        for (i, ((_, _, n), out)) in batch.iter().zip(&outs).enumerate() {
+            let Some(out) = out else { continue };
+            let mut off = 0u64;
+            for id in &n.content {
+                match self.repo.locate(id)? {
+                    Some(loc) => {
+                        planner.add(
+                            *id,
+                            &loc,
+                            Place {
+                                file: i,
+                                offset: off,
+                            },
+                        );
+                        off += u64::from(loc.raw_len);
+                    }
+                    None => {
+                        out.fail(Error::BlobNotIndexed(id.to_hex()));
+                        break;
+                    }
+                }
+            }
+            if off != n.size {
+                out.fail(format!(
+                    "content adds up to {off} bytes but the file had {}",
+                    n.size
+                ));
+            }
+        }
+        // Read each run once, open and prove its blobs, write them where they go.
+        planner.runs().par_iter().for_each(|run| {
+            let sealed = self.repo.backend().get_range(
+                FileKind::Pack,
+                &run.pack.to_hex(),
+                run.start,
+                run.len,
+            );
+            // Blobs of one run are opened in parallel too: a batch of small files may need
+            // only a run or two.
+            run.needs.par_iter().for_each(|need| {
+                let data = sealed.as_ref().map_err(|e| e.to_string()).and_then(|b| {
+                    let at = (need.offset - run.start) as usize;
+                    open_blob(
+                        self.repo.key(),
+                        need.blob_type,
+                        &need.id,
+                        &b[at..at + need.length as usize],
+                        need.raw_len,
+                    )
+                    .map_err(|e| format!("blob {} in pack {}: {e}", need.id, run.pack))
+                });
+                for p in &need.places {
+                    let Some(out) = &outs[p.file] else { continue };
+                    match &data {
+                        Ok(d) => {
+                            if let Err(e) = write_sparse(&out.file, d, p.offset) {
+                                out.fail(e);
+                            }
+                        }
+                        Err(e) => out.fail(e),
+                    }
+                }
+            });
+        });
+        // Finish each file.
+        batch.par_iter().zip(outs).for_each(|((s, tp, n), out)| {
+            let Some(out) = out else { return };
+            match out.finish(tp, |path| {
+                if self.opts.verify {
+                    self.verify_file(path, n)
+                        .map_err(|e| format!("verification failed: {e}"))?;
+                }
+                self.apply_meta(path, n);
+                Ok(())
+            }) {
+                Ok(()) => {
+                    let mut r = self.report();
+                    r.files += 1;
+                    r.bytes += n.size;
+                    if self.opts.verify {
+                        r.verified += 1;
+                    }
+                    drop(r);
+                    self.opts.progress.advance(1, n.size);
+                }
+                Err(e) => self.error(s, e),
+            }
+        });
+        Ok(())
     }
 
     /// Applies the overwrite policy; true when `tp` may be (re)written. Existing files are
