@@ -15,6 +15,7 @@
 #   REPS=N                run every tool's whole sequence N times on fresh repositories and report
 #                         the median per scenario and tool (default 1)
 #   KEEP=1                keep the repositories and caches afterwards
+#   RESTORE_DIR=/dir      restore there (default as root: a tmpfs mounted at WORKDIR/restore-tmpfs)
 #
 # Per tool, with a fresh repository and cache dir each: first = first snapshot of usr;
 # unchanged = the same again; modified-1% = again after `corpora.sh modify` (undone by
@@ -74,7 +75,17 @@ fi
 DATA="$(cd "$DATA" && pwd -P)"   # the tools store absolute paths; restores recreate them
 # The corpus is never left modified: undo a modification left by an earlier, killed run, and on exit.
 "$CORPORA" restore-mod "$DATA"
-trap '"$CORPORA" restore-mod "$DATA"' EXIT
+trap '"$CORPORA" restore-mod "$DATA"; [ -z "${MOUNTED:-}" ] || umount "$W/restore-tmpfs"' EXIT
+# Restores go to a tmpfs (as root): on a file system that has just seen millions of files
+# created and deleted, inode allocation dominates and varies by 2x from run to run, which
+# would measure the disk's history, not the tools. RESTORE_DIR=/dir overrides.
+RESTORE_BASE="${RESTORE_DIR:-}"
+if [ -z "$RESTORE_BASE" ] && [ "$(id -u)" = 0 ]; then
+  mkdir -p "$W/restore-tmpfs"
+  mountpoint -q "$W/restore-tmpfs" || { mount -t tmpfs -o size=8g tmpfs "$W/restore-tmpfs" && MOUNTED=1; }
+  RESTORE_BASE="$W/restore-tmpfs"
+fi
+RESTORE_BASE="${RESTORE_BASE:-$W}"
 trap 'exit 130' INT TERM
 
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_DISPLAY_PASSPHRASE=no
@@ -197,7 +208,7 @@ PY
 warm() { find "$DATA/usr" "$DATA/pgdump" -type f -exec cat {} + >/dev/null; }
 
 run_tool() {   # REP TOOL — the whole sequence on fresh repositories
-  local rep="$1" t="$2" R="$W/repo-$2" P="$W/repo-$2-pgdump" T="$W/restore-$2"
+  local rep="$1" t="$2" R="$W/repo-$2" P="$W/repo-$2-pgdump" T="$RESTORE_BASE/restore-$2"
   rm -rf "$R" "$P" "$T" "$W/cache-$t"
   export CAIRN_CACHE_DIR="$W/cache-$t" RESTIC_CACHE_DIR="$W/cache-$t" BORG_BASE_DIR="$W/cache-$t"
   init_repo "$t" "$R"; init_repo "$t" "$P"
@@ -283,6 +294,6 @@ PY
 cat "$W/results.md"
 
 if [ "$KEEP" != 1 ]; then
-  for t in $TOOLS; do rm -rf "$W/repo-$t" "$W/repo-$t-pgdump" "$W/cache-$t" "$W/restore-$t"; done
+  for t in $TOOLS; do rm -rf "$W/repo-$t" "$W/repo-$t-pgdump" "$W/cache-$t" "$RESTORE_BASE/restore-$t"; done
   rm -f "$W/time.out" "$W/cmd.out" "$W/cmd.err"
 fi

@@ -48,12 +48,32 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
+/// `auto` first compresses two samples of a blob this large at level 1 ...
+const TRIAL_MIN: usize = 128 << 10;
+/// ... of this size each (the start and the middle) ...
+const TRIAL_SAMPLE: usize = 8 << 10;
+
+/// ... and stores the blob as it is when they shrink by less than 1/16: already-compressed
+/// data (archives, media, compressed packages) then costs one cheap trial instead of a full
+/// level-3 pass that would be thrown away.
+fn looks_incompressible(data: &[u8]) -> bool {
+    let mid = data.len() / 2;
+    let mut packed = 0;
+    for sample in [&data[..TRIAL_SAMPLE], &data[mid..mid + TRIAL_SAMPLE]] {
+        packed += zstd::bulk::compress(sample, 1).map_or(sample.len(), |c| c.len());
+    }
+    packed + 2 * TRIAL_SAMPLE / 16 > 2 * TRIAL_SAMPLE
+}
+
 /// Appends `data` framed with a codec byte to `out`, compressing when it pays (saves at
 /// least 1/32).
 pub fn frame_into(out: &mut Vec<u8>, data: &[u8], compression: Compression) {
     let start = out.len();
+    let skip =
+        compression == Compression::Auto && data.len() >= TRIAL_MIN && looks_incompressible(data);
     if let Some(level) = compression.level()
         && data.len() >= 64
+        && !skip
     {
         out.resize(start + 1 + zstd::zstd_safe::compress_bound(data.len()), 0);
         if let Ok(n) = zstd::bulk::compress_to_buffer(data, &mut out[start + 1..], level)
@@ -193,6 +213,21 @@ mod tests {
         let mut d = vec![0u8; 4096];
         crate::crypto::random_bytes(&mut d);
         assert_eq!(frame(&d, Compression::Auto)[0], CODEC_RAW);
+        // The trial: random data skips compression, text is compressed.
+        let mut big = vec![0u8; 1 << 20];
+        blake3::Hasher::new().finalize_xof().fill(&mut big);
+        assert!(looks_incompressible(&big));
+        assert_eq!(frame(&big, Compression::Auto)[0], CODEC_RAW);
+        let text: Vec<u8> = b"the quick brown fox "
+            .iter()
+            .copied()
+            .cycle()
+            .take(1 << 20)
+            .collect();
+        assert!(!looks_incompressible(&text));
+        assert_eq!(frame(&text, Compression::Auto)[0], CODEC_ZSTD);
+        // An explicit level always makes the full attempt.
+        assert_eq!(frame(&text, Compression::Level(3))[0], CODEC_ZSTD);
         assert_eq!(unframe(&frame(&d, Compression::Auto), d.len()).unwrap(), d);
     }
 }

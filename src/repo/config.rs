@@ -16,7 +16,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub enum Compression {
     /// Store blobs as they are.
     Off,
-    /// zstd level 3, keeping a blob uncompressed when that does not save at least 1/32.
+    /// zstd level 3, keeping a blob uncompressed when that does not save at least 1/32; a
+    /// blob of 128 KiB or more whose two 8 KiB samples do not shrink by 1/16 at level 1 is
+    /// stored without the full attempt.
     Auto,
     /// zstd at this level (1–22), same keep-if-smaller rule.
     Level(i32),
