@@ -27,6 +27,7 @@ export CAIRN_PASSWORD=bench
 # tree DIR COUNT — COUNT small text files, 1000 per folder.
 tree() {
   [ -d "$1" ] && return 0
+  rm -rf "$1.tmp"
   python3 - "$1.tmp" "$2" <<'PY'
 import os, sys, random
 root, n = sys.argv[1], int(sys.argv[2])
@@ -66,7 +67,8 @@ done
 rm -rf "$W/repo" "$W/cache"
 
 tree "$W/new-1000" 1000
-mkdir -p "$W/new-big" && [ -f "$W/new-big/f" ] || head -c $((256 << 20)) /dev/urandom > "$W/new-big/f"
+mkdir -p "$W/new-big"
+[ -f "$W/new-big/f" ] || { head -c $((256 << 20)) /dev/urandom > "$W/new-big/f.tmp" && mv "$W/new-big/f.tmp" "$W/new-big/f"; }
 echo
 echo "### Index size"
 echo
@@ -83,7 +85,7 @@ for n in $INDEX_SIZES; do
   fi
   for what in new-1000 new-big; do
     row=$(measure "$what" "$CAIRN" -r "$d/repo" --cache-dir "$d/cache" -q snapshot "$W/$what")
-    echo "| $n blobs ${row#| }"
+    echo "| $n blobs | ${row#| }"
   done
   rm -rf "$d"
 done

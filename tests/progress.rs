@@ -112,6 +112,52 @@ fn operations_report_all_their_work() {
     assert_eq!(c.total.load(Ordering::Relaxed), packs);
 }
 
+/// Runs cairn ARGS on a pseudo-terminal (util-linux `script`) and returns what it drew, or
+/// `None` when `script` is not installed.
+fn on_terminal(env: &common::Env, args: &[&str]) -> Option<String> {
+    let inner = env.cmd(args);
+    let mut line = String::from("exec");
+    for a in std::iter::once(inner.get_program()).chain(inner.get_args()) {
+        line.push_str(&format!(" '{}'", a.to_str().unwrap()));
+    }
+    let log = env.dir.path().join("typescript");
+    let mut c = std::process::Command::new("script");
+    c.args(["-q", "-e", "-c", &line]).arg(&log);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let out = c.stdin(std::process::Stdio::null()).output().ok()?;
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    Some(String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned())
+}
+
+#[test]
+fn a_bar_is_drawn_on_a_terminal_unless_quiet_or_json() {
+    let env = common::Env::new();
+    let src = env.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..40 {
+        std::fs::write(src.join(format!("f{i}")), common::random_bytes(i, 1 << 20)).unwrap();
+    }
+    let s = src.to_str().unwrap();
+    let Some(drawn) = on_terminal(&env, &["snapshot", s]) else {
+        eprintln!("`script` is not installed: terminal output not tested");
+        return;
+    };
+    assert!(drawn.contains("B/s"), "no bar on a terminal: {drawn:?}");
+    for args in [
+        vec!["-q", "snapshot", s],
+        vec!["--json", "snapshot", s],
+        vec!["-q", "check", "--read-data"],
+    ] {
+        let drawn = on_terminal(&env, &args).unwrap();
+        assert!(!drawn.contains("B/s"), "{args:?} drew a bar: {drawn:?}");
+    }
+}
+
 #[test]
 fn no_bar_is_drawn_without_a_terminal() {
     let env = common::Env::new();

@@ -301,19 +301,25 @@ impl NewFile for LocalNewFile<'_> {
     }
 
     fn commit(mut self: Box<Self>, name: &str) -> Result<()> {
+        // Synced and renamed, or removed: the temporary file is never left behind.
         let f = self.file.take().expect("invariant: committed once");
-        f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
-        drop(f);
         let path = self.backend.path(self.kind, name);
         let dir = path
             .parent()
             .expect("invariant: repository paths have a parent");
-        if self.kind == FileKind::Pack {
-            mkdir(dir)?;
-        }
-        if let Err(e) = fs::rename(&self.tmp, &path) {
+        let placed = f
+            .sync_all()
+            .map_err(|e| Error::io(&self.tmp, e))
+            .and_then(|()| {
+                drop(f);
+                if self.kind == FileKind::Pack {
+                    mkdir(dir)?;
+                }
+                fs::rename(&self.tmp, &path).map_err(|e| Error::io(&path, e))
+            });
+        if let Err(e) = placed {
             let _ = fs::remove_file(&self.tmp);
-            return Err(Error::io(&path, e));
+            return Err(e);
         }
         sync_dir(dir)
     }

@@ -180,8 +180,9 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
 
 impl Drop for BlobSaver<'_, '_> {
     fn drop(&mut self) {
-        // On an early return the writer still ends (the queue closes) and is joined by the
-        // scope; whatever it had not indexed is adopted by the next run.
+        // On an early return the queue closes: the writer stores its open packs and their
+        // index as at a normal end, and is joined by the scope. (Packs of a writer that
+        // failed, or was killed, before indexing them are adopted by the next run.)
         self.queue = None;
     }
 }

@@ -7,7 +7,7 @@
 //!         file  → the pending batch (several directories' files at once)
 //!         other → a job for this directory
 //!     run the directory's other jobs on the pool (hardlinked files in order, to link them)
-//! batch of files (256, or what is left at the end):
+//! batch of files (up to 1024, a quarter of the open-file limit, or what is left at the end):
 //!     create each file (sized); plan its blobs by pack (plan.rs): one read per run of
 //!     neighbouring blobs, runs on the pool; each blob opened, proven and written at every
 //!     offset that needs it; then per file: verify, metadata, rename into place
@@ -422,7 +422,16 @@ impl Restorer<'_> {
             let Some(out) = out else { continue };
             let mut off = 0u64;
             for id in &n.content {
-                match self.repo.locate(id)? {
+                // A cache failure fails the batch's files one by one (they are removed at
+                // the end), rather than leaving them created and empty.
+                let loc = match self.repo.locate(id) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        out.fail(e);
+                        break;
+                    }
+                };
+                match loc {
                     Some(loc) => {
                         planner.add(
                             *id,

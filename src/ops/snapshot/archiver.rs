@@ -307,6 +307,7 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
                             n.content.extend(f.ids);
                             n.content.clone()
                         }
+                        // Only `drop_entry` empties an entry, and it already released it.
                         None => continue,
                     };
                     self.count_stored(t.changed);
