@@ -3,12 +3,16 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+use cairn::backend::{Backend, FileKind, LocalBackend};
 use cairn::chunker::{Chunker, ChunkerParams};
 use cairn::crypto::MasterKey;
 use cairn::id::BlobId;
+use cairn::id::{IndexId, PackId};
 use cairn::repo::blob::{BlobType, seal_blob};
+use cairn::repo::cache::Cache;
 use cairn::repo::config::Compression;
-use cairn::repo::pack::PackBuilder;
+use cairn::repo::index::{IndexFile, IndexPack};
+use cairn::repo::pack::{PackBuilder, PackEntry, PackWriter};
 use cairn::tree::{Node, NodeKind, Tree};
 
 fn data(n: usize) -> Vec<u8> {
@@ -53,7 +57,61 @@ fn stages(c: &mut Criterion) {
             p.finish(&key).id
         })
     });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = LocalBackend::new(dir.path());
+    local.create_layout().expect("layout");
+    grp.bench_function("pack write 16 blobs to disk (fsync)", |b| {
+        b.iter(|| {
+            let mut w = PackWriter::new(&local, BlobType::Data).unwrap();
+            for i in 0..16u8 {
+                w.add(BlobId([i; 32]), &sealed, chunk.len() as u32).unwrap();
+            }
+            let (id, _, _) = w.finish(&key).unwrap();
+            local.delete(FileKind::Pack, &id.to_hex()).unwrap();
+        })
+    });
     grp.finish();
+
+    // The dedup question against a cache of 100,000 indexed blobs (benches/index_scale.rs
+    // measures 10^6 and 10^7).
+    let mut cache = Cache::open(&dir.path().join("cache.sqlite")).expect("cache");
+    let ids: Vec<BlobId> = (0..100_000u64)
+        .map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+        .collect();
+    let index = IndexFile {
+        packs: ids
+            .chunks(1000)
+            .enumerate()
+            .map(|(p, c)| IndexPack {
+                id: PackId([p as u8; 32]),
+                size: 1 << 24,
+                blob_type: BlobType::Data,
+                blobs: c
+                    .iter()
+                    .enumerate()
+                    .map(|(k, id)| PackEntry {
+                        id: *id,
+                        offset: k as u32 * 1000,
+                        length: 1000,
+                        raw_len: 2000,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    cache
+        .add_index_file(&IndexId([1; 32]), &index)
+        .expect("index");
+    let mut k = 0usize;
+    c.bench_function("index lookup (100k blobs), stored", |b| {
+        b.iter(|| {
+            k = (k + 7919) % ids.len();
+            cache.contains(&ids[k]).unwrap()
+        })
+    });
+    c.bench_function("index lookup (100k blobs), unknown", |b| {
+        b.iter(|| cache.contains(&BlobId([0xee; 32])).unwrap())
+    });
 
     let mut tree = Tree::default();
     for i in 0..2000u32 {
