@@ -337,12 +337,7 @@ fn shared_and_repeated_blobs_restore_exactly_over_new_and_existing_files() {
                 .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
                 .arg(inner.get_program())
                 .args(inner.get_args());
-            for (k, v) in inner.get_envs() {
-                match v {
-                    Some(v) => c.env(k, v),
-                    None => c.env_remove(k),
-                };
-            }
+            Env::with_env_of(&mut c, &inner);
             let out = c.output().unwrap();
             assert!(
                 out.status.success(),

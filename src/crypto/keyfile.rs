@@ -26,6 +26,16 @@ pub struct KdfParams {
     pub parallelism: u32,
 }
 
+impl KdfParams {
+    /// The cheapest parameters Argon2id accepts, which protect nothing: for tests and
+    /// benchmarks that create many repositories.
+    pub const CHEAP: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+}
+
 impl Default for KdfParams {
     /// 64 MiB, 3 passes: about a quarter second on a current core.
     fn default() -> Self {
@@ -168,11 +178,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const CHEAP: KdfParams = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
+    const CHEAP: KdfParams = KdfParams::CHEAP;
 
     #[test]
     fn wrap_unwrap() {

@@ -135,7 +135,7 @@ impl Cache {
     /// Where a blob is, if indexed.
     ///
     /// Two single-table lookups rather than a join: SQLite plans a join using the bound id,
-    /// which re-prepares the statement on every call (measured: 20 µs against 2 × 3 µs).
+    /// which re-prepares the statement on every call (measured: 20 µs against 7 µs for both).
     pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
         let mut st = self
             .conn

@@ -260,24 +260,19 @@ mod tests {
     use crate::crypto::keyfile::KdfParams;
     use crate::repo::InitOptions;
 
+    /// A repository at `dir/repo` with its cache at `dir/cache`.
+    fn repo_in(dir: &std::path::Path) -> Repository {
+        let opts = InitOptions {
+            kdf: KdfParams::CHEAP,
+            ..InitOptions::default()
+        };
+        Repository::init(&dir.join("repo"), b"pw", &opts, &dir.join("cache")).unwrap()
+    }
+
     #[test]
     fn memory_of_a_run_stays_bounded_and_everything_is_indexed() {
         let d = tempfile::tempdir().unwrap();
-        let opts = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
-            ..InitOptions::default()
-        };
-        let repo = Repository::init(
-            &d.path().join("repo"),
-            b"pw",
-            &opts,
-            &d.path().join("cache"),
-        )
-        .unwrap();
+        let repo = repo_in(d.path());
         let claims = BlobSaver::claims(&repo);
         let n = 3 * BLOBS_PER_INDEX;
         let mut ids = Vec::new();
@@ -319,16 +314,8 @@ mod tests {
     #[test]
     fn a_failing_writer_fails_the_run() {
         let d = tempfile::tempdir().unwrap();
-        let opts = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
-            ..InitOptions::default()
-        };
+        let repo = repo_in(d.path());
         let root = d.path().join("repo");
-        let repo = Repository::init(&root, b"pw", &opts, &d.path().join("cache")).unwrap();
         // The writer cannot create its pack file.
         std::fs::remove_dir_all(root.join("packs")).unwrap();
         let claims = BlobSaver::claims(&repo);

@@ -95,6 +95,17 @@ impl Env {
         c
     }
 
+    /// `wrapper`, which is to run `inner` (from [`Env::cmd`]), given `inner`'s environment:
+    /// for cairn under a shell with limits or on a pseudo-terminal.
+    pub fn with_env_of(wrapper: &mut Command, inner: &Command) {
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => wrapper.env(k, v),
+                None => wrapper.env_remove(k),
+            };
+        }
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("run cairn")
     }

@@ -197,9 +197,7 @@ impl OutFile {
         let (file, tmp) = match open(tp) {
             Ok(f) => (f, None),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let mut r = [0u8; 8];
-                crate::crypto::random_bytes(&mut r);
-                let tmp = tp.with_file_name(format!(".cairn-restore-{}", hex::encode(r)));
+                let tmp = temp_beside(tp);
                 (open(&tmp)?, Some(tmp))
             }
             Err(e) => return Err(e),
@@ -249,6 +247,13 @@ impl OutFile {
         }
         res
     }
+}
+
+/// A fresh temporary name in `tp`'s folder, for a file that replaces `tp` by rename.
+fn temp_beside(tp: &Path) -> PathBuf {
+    let mut r = [0u8; 8];
+    crate::crypto::random_bytes(&mut r);
+    tp.with_file_name(format!(".cairn-restore-{}", hex::encode(r)))
 }
 
 fn lossy(p: &Path) -> String {
@@ -632,9 +637,7 @@ impl Restorer<'_> {
     /// metadata, and renames it into place: an existing file is replaced only by a complete,
     /// proven one, and a failure leaves it as it was.
     fn write_file(&self, tp: &Path, n: &Node) -> Result<(), String> {
-        let mut r = [0u8; 8];
-        crate::crypto::random_bytes(&mut r);
-        let tmp = tp.with_file_name(format!(".cairn-restore-{}", hex::encode(r)));
+        let tmp = temp_beside(tp);
         let result = self.write_content(&tmp, n).and_then(|()| {
             if self.opts.verify {
                 self.verify_file(&tmp, n)

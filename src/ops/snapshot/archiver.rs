@@ -302,16 +302,15 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
                     }
                 }
                 End::Done => {
-                    let content = match self.node(t.dir, t.idx) {
-                        Some(n) => {
-                            n.content.extend(f.ids);
-                            n.content.clone()
-                        }
-                        // Only `drop_entry` empties an entry, and it already released it.
-                        None => continue,
+                    // Only `drop_entry` empties an entry, and it already released it.
+                    let Some(n) = self.node(t.dir, t.idx) else {
+                        continue;
                     };
+                    n.content.extend(f.ids);
+                    // Hard links waiting for this file get a copy of its content.
+                    let shared = t.link.map(|link| (link, n.content.clone()));
                     self.count_stored(t.changed);
-                    if let Some(link) = t.link {
+                    if let Some((link, content)) = shared {
                         self.link_read(link, content)?;
                     }
                     self.release(t.dir)?;
