@@ -114,6 +114,10 @@ id_type!(
     /// Random name of a key file.
     KeyId
 );
+id_type!(
+    /// Random name of a writer session file.
+    SessionId
+);
 
 /// Hex of the unkeyed BLAKE3 of `bytes`: the name of every content-addressed repository file.
 pub fn file_hash(bytes: &[u8]) -> [u8; 32] {

@@ -157,6 +157,7 @@ fn index_decoder() {
                 raw_len: 400,
             }],
         }],
+        ..IndexFile::default()
     };
     let mut inputs = mangled(&f.encode());
     inputs.extend(regressions("index_file"));

@@ -39,6 +39,7 @@ impl LocalBackend {
             FileKind::Snapshot,
             FileKind::Index,
             FileKind::Pack,
+            FileKind::Session,
         ] {
             mkdir(&self.root.join(kind.dir()))?;
         }
@@ -82,6 +83,7 @@ impl LocalBackend {
             FileKind::Snapshot,
             FileKind::Index,
             FileKind::Pack,
+            FileKind::Session,
         ] {
             let mut dirs = self.dirs_of(kind)?;
             if kind == FileKind::Pack {
@@ -89,6 +91,9 @@ impl LocalBackend {
                 dirs.push(self.root.join("packs"));
             }
             for dir in dirs {
+                if !dir.exists() {
+                    continue;
+                }
                 for e in read_dir(&dir)?.flatten() {
                     let name = e.file_name();
                     let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TMP_PREFIX)) else {
@@ -119,7 +124,8 @@ fn this_host() -> String {
     h.replace(['-', '/', '.'], "_")
 }
 
-fn process_alive(pid: i32) -> bool {
+/// True unless `pid` is certainly not a running process of this host.
+pub(crate) fn process_alive(pid: i32) -> bool {
     use nix::errno::Errno;
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
         Ok(()) => true,
@@ -165,7 +171,8 @@ impl Backend for LocalBackend {
             .parent()
             .expect("invariant: repository paths have a parent")
             .to_path_buf();
-        if kind == FileKind::Pack {
+        if matches!(kind, FileKind::Pack | FileKind::Session) {
+            // Repositories made before `sessions/` existed get it on first use.
             mkdir(&dir)?;
         }
         let tmp = dir.join(temp_name());
@@ -221,6 +228,9 @@ impl Backend for LocalBackend {
                 .collect());
         }
         for dir in self.dirs_of(kind)? {
+            if kind == FileKind::Session && !dir.exists() {
+                continue;
+            }
             for e in read_dir(&dir)? {
                 let e = e.map_err(|err| Error::io(&dir, err))?;
                 let Ok(name) = e.file_name().into_string() else {

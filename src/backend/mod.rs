@@ -9,6 +9,7 @@ mod local;
 mod memory;
 
 pub use local::LocalBackend;
+pub(crate) use local::process_alive;
 pub use memory::MemoryBackend;
 
 use crate::error::Result;
@@ -26,6 +27,9 @@ pub enum FileKind {
     Index,
     /// `packs/XX/ID`.
     Pack,
+    /// `sessions/ID`: one per running writer, refreshed while it runs (see `repo::session`).
+    /// The only files that are rewritten in place (whole, by `put`).
+    Session,
 }
 
 impl FileKind {
@@ -37,6 +41,7 @@ impl FileKind {
             FileKind::Snapshot => "snapshots",
             FileKind::Index => "index",
             FileKind::Pack => "packs",
+            FileKind::Session => "sessions",
         }
     }
 

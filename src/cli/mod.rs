@@ -4,6 +4,7 @@ mod check;
 mod inspect;
 mod key;
 mod progress;
+mod prune;
 mod restore;
 mod snapshot;
 
@@ -71,6 +72,8 @@ enum Command {
     Stats(inspect::StatsArgs),
     /// Print a repository object as JSON (for debugging).
     Cat(inspect::CatArgs),
+    /// Delete data no snapshot uses (two-phase: safe while other commands run).
+    Prune(prune::PruneArgs),
     /// Manage the repository's keys (passwords).
     Key(key::KeyArgs),
 }
@@ -178,24 +181,7 @@ fn first_line(b: &[u8]) -> Vec<u8> {
     line.strip_suffix(b"\r").unwrap_or(line).to_vec()
 }
 
-/// Reads a size like `512K`, `1M`, `1MiB` or `4096`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 512K, 1M)"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("{s:?} has an unknown unit (use K, M or G)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
+pub use cairn::ops::parse_size;
 
 /// Human-readable byte count.
 pub fn human(n: u64) -> String {
@@ -234,6 +220,7 @@ pub fn run() -> Result<i32> {
         Command::Diff(a) => inspect::diff(&g, a),
         Command::Stats(a) => inspect::stats(&g, a),
         Command::Cat(a) => inspect::cat(&g, a),
+        Command::Prune(a) => prune::run(&g, a),
         Command::Key(a) => key::run(&g, a),
     }
 }

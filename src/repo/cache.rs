@@ -35,13 +35,19 @@ pub struct Cache {
     path: PathBuf,
 }
 
+/// Bumped whenever the tables change; an older cache is emptied and rebuilt (it is only a
+/// mirror of `index/`).
+const SCHEMA_VERSION: i64 = 2;
+
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS index_files (id BLOB PRIMARY KEY) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY, blob_type INTEGER NOT NULL, size INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY, blob_type INTEGER NOT NULL, size INTEGER NOT NULL,
+                                  marked INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL, offset INTEGER NOT NULL,
-                                  length INTEGER NOT NULL, raw_len INTEGER NOT NULL) WITHOUT ROWID;
+                                  length INTEGER NOT NULL, raw_len INTEGER NOT NULL,
+                                  marked INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 ";
 
 impl Cache {
@@ -57,6 +63,16 @@ impl Cache {
         let conn = Connection::open(path).map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(60))
             .map_err(wrap)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(wrap)?;
+        if version != SCHEMA_VERSION {
+            conn.execute_batch(&format!(
+                "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs; \
+                 DROP TABLE IF EXISTS index_files; PRAGMA user_version = {SCHEMA_VERSION};"
+            ))
+            .map_err(wrap)?;
+        }
         conn.execute_batch(SCHEMA).map_err(wrap)?;
         Ok(Cache {
             conn,
@@ -85,7 +101,8 @@ impl Cache {
         Ok(rows)
     }
 
-    /// Records one index file and all its entries in a single transaction.
+    /// Records one index file and all its entries in a single transaction. A pack or blob
+    /// listed in use somewhere wins over a marked copy: marked entries never hide live ones.
     pub fn add_index_file(&mut self, id: &IndexId, f: &IndexFile) -> Result<()> {
         let path = self.path.clone();
         let wrap = |source| Error::Cache {
@@ -94,26 +111,61 @@ impl Cache {
         };
         let tx = self.conn.transaction().map_err(wrap)?;
         {
-            let mut pk = tx
+            let mut live_pack = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO packs (id, blob_type, size) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO packs (id, blob_type, size, marked) VALUES (?1, ?2, ?3, 0) \
+                     ON CONFLICT(id) DO UPDATE SET marked = 0",
                 )
                 .map_err(wrap)?;
-            let mut bl = tx
-                .prepare_cached("INSERT OR IGNORE INTO blobs (id, pack, offset, length, raw_len) VALUES (?1, ?2, ?3, ?4, ?5)")
+            let mut live_blob = tx
+                .prepare_cached(
+                    "INSERT INTO blobs (id, pack, offset, length, raw_len, marked) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT(id) DO UPDATE SET \
+                     pack = excluded.pack, offset = excluded.offset, length = excluded.length, \
+                     raw_len = excluded.raw_len, marked = 0 WHERE blobs.marked = 1",
+                )
                 .map_err(wrap)?;
             for p in &f.packs {
-                pk.execute(params![&p.id.0[..], p.blob_type as u8, p.size as i64])
+                live_pack
+                    .execute(params![&p.id.0[..], p.blob_type as u8, p.size as i64])
                     .map_err(wrap)?;
                 for b in &p.blobs {
-                    bl.execute(params![
-                        &b.id.0[..],
-                        &p.id.0[..],
-                        b.offset,
-                        b.length,
-                        b.raw_len
-                    ])
+                    live_blob
+                        .execute(params![
+                            &b.id.0[..],
+                            &p.id.0[..],
+                            b.offset,
+                            b.length,
+                            b.raw_len
+                        ])
+                        .map_err(wrap)?;
+                }
+            }
+            let mut marked_pack = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO packs (id, blob_type, size, marked) VALUES (?1, ?2, ?3, 1)",
+                )
+                .map_err(wrap)?;
+            let mut marked_blob = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO blobs (id, pack, offset, length, raw_len, marked) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1)",
+                )
+                .map_err(wrap)?;
+            for p in f.marked.iter().flat_map(|g| &g.packs) {
+                marked_pack
+                    .execute(params![&p.id.0[..], p.blob_type as u8, p.size as i64])
                     .map_err(wrap)?;
+                for b in &p.blobs {
+                    marked_blob
+                        .execute(params![
+                            &b.id.0[..],
+                            &p.id.0[..],
+                            b.offset,
+                            b.length,
+                            b.raw_len
+                        ])
+                        .map_err(wrap)?;
                 }
             }
             tx.execute(
@@ -170,23 +222,43 @@ impl Cache {
         }))
     }
 
-    /// True when the blob is indexed.
+    /// True when the blob is indexed in a pack in use: what dedup may rely on. A blob found
+    /// only in a marked pack is stored again rather than relied on, since a prune may delete
+    /// that pack.
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1 AND marked = 0")
             .map_err(|e| self.err(e))?;
         st.exists(params![&id.0[..]]).map_err(|e| self.err(e))
     }
 
-    /// Every indexed pack with its type and expected size, in id order.
-    pub fn packs(&self) -> Result<Vec<(PackId, BlobType, u64)>> {
+    /// True when the blob is known only from a marked pack.
+    pub fn is_marked(&self, id: &BlobId) -> Result<bool> {
         let mut st = self
             .conn
-            .prepare("SELECT id, blob_type, size FROM packs ORDER BY id")
+            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1 AND marked = 1")
+            .map_err(|e| self.err(e))?;
+        st.exists(params![&id.0[..]]).map_err(|e| self.err(e))
+    }
+
+    /// Every pack in use with its type and expected size, in id order.
+    pub fn packs(&self) -> Result<Vec<(PackId, BlobType, u64)>> {
+        self.packs_where(0)
+    }
+
+    /// Every pack marked for deletion (and in use nowhere), in id order.
+    pub fn marked_packs(&self) -> Result<Vec<(PackId, BlobType, u64)>> {
+        self.packs_where(1)
+    }
+
+    fn packs_where(&self, marked: u8) -> Result<Vec<(PackId, BlobType, u64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, blob_type, size FROM packs WHERE marked = ?1 ORDER BY id")
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([], |r| {
+            .query_map([marked], |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, u8>(1)?,
@@ -202,7 +274,7 @@ impl Cache {
         Ok(rows)
     }
 
-    /// True when the pack is named by some mirrored index file.
+    /// True when the pack is named by some mirrored index file, in use or marked.
     pub fn has_pack(&self, id: &PackId) -> Result<bool> {
         let mut st = self
             .conn
@@ -215,7 +287,7 @@ impl Cache {
     pub fn totals(&self) -> Result<Vec<(BlobType, u64, u64, u64)>> {
         let mut st = self
             .conn
-            .prepare("SELECT p.blob_type, COUNT(*), SUM(b.raw_len), SUM(b.length) FROM blobs b JOIN packs p ON p.id = b.pack GROUP BY p.blob_type")
+            .prepare("SELECT p.blob_type, COUNT(*), SUM(b.raw_len), SUM(b.length) FROM blobs b JOIN packs p ON p.id = b.pack WHERE b.marked = 0 GROUP BY p.blob_type")
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| {
@@ -258,6 +330,7 @@ mod tests {
                     raw_len: 20,
                 }],
             }],
+            ..IndexFile::default()
         };
         c.add_index_file(&IndexId([9; 32]), &f).unwrap();
         let loc = c.lookup(&BlobId([2; 32])).unwrap().unwrap();
@@ -270,5 +343,88 @@ mod tests {
         assert!(c.has_pack(&PackId([1; 32])).unwrap());
         c.clear().unwrap();
         assert!(c.lookup(&BlobId([2; 32])).unwrap().is_none());
+    }
+
+    fn pack(id: u8, blobs: &[u8]) -> IndexPack {
+        IndexPack {
+            id: PackId([id; 32]),
+            size: 1000,
+            blob_type: BlobType::Data,
+            blobs: blobs
+                .iter()
+                .map(|b| PackEntry {
+                    id: BlobId([*b; 32]),
+                    offset: 0,
+                    length: 10,
+                    raw_len: 10,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn marked_entries_never_hide_live_ones() {
+        use crate::repo::index::MarkedGroup;
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Cache::open(&d.path().join("c.sqlite")).unwrap();
+        let marked = IndexFile {
+            marked: vec![MarkedGroup {
+                marked_at: 5,
+                sessions: vec![],
+                packs: vec![pack(1, &[10, 11])],
+            }],
+            ..IndexFile::default()
+        };
+        let live = IndexFile {
+            packs: vec![pack(2, &[11, 12])],
+            ..IndexFile::default()
+        };
+        // Either order gives the same answers.
+        for (first, second) in [(&marked, &live), (&live, &marked)] {
+            c.clear().unwrap();
+            c.add_index_file(&IndexId([1; 32]), first).unwrap();
+            c.add_index_file(&IndexId([2; 32]), second).unwrap();
+            assert!(!c.contains(&BlobId([10; 32])).unwrap(), "marked: no dedup");
+            assert!(c.is_marked(&BlobId([10; 32])).unwrap());
+            assert_eq!(
+                c.lookup(&BlobId([10; 32])).unwrap().unwrap().pack,
+                PackId([1; 32]),
+                "still readable"
+            );
+            assert!(c.contains(&BlobId([11; 32])).unwrap());
+            assert_eq!(
+                c.lookup(&BlobId([11; 32])).unwrap().unwrap().pack,
+                PackId([2; 32])
+            );
+            assert_eq!(c.packs().unwrap().len(), 1);
+            assert_eq!(c.marked_packs().unwrap()[0].0, PackId([1; 32]));
+            assert!(c.has_pack(&PackId([1; 32])).unwrap());
+        }
+        // A pack listed both marked and live (a prune killed mid-rewrite) counts as live.
+        let both = IndexFile {
+            packs: vec![pack(1, &[10, 11])],
+            ..IndexFile::default()
+        };
+        c.add_index_file(&IndexId([3; 32]), &both).unwrap();
+        assert!(c.marked_packs().unwrap().is_empty());
+        assert!(c.contains(&BlobId([10; 32])).unwrap());
+    }
+
+    #[test]
+    fn an_older_cache_is_rebuilt() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.sqlite");
+        {
+            let conn = Connection::open(&p).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL) WITHOUT ROWID; \
+                 CREATE TABLE index_files (id BLOB PRIMARY KEY) WITHOUT ROWID; \
+                 INSERT INTO index_files VALUES (x'00');",
+            )
+            .unwrap();
+        }
+        let c = Cache::open(&p).unwrap();
+        assert!(c.known_index_files().unwrap().is_empty());
+        assert!(!c.contains(&BlobId([1; 32])).unwrap());
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod index;
 pub mod pack;
 pub mod saver;
+pub mod session;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -22,12 +23,13 @@ use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::MasterKey;
 use crate::crypto::keyfile::{KdfParams, KeyFile, KeyFileError};
 use crate::error::{Error, Result};
-use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId, file_hash};
+use crate::id::{BlobId, IndexId, KeyId, PackId, SessionId, SnapshotId, file_hash};
 use crate::tree::Tree;
 use blob::BlobType;
 use cache::{BlobLocation, Cache};
 use config::{Compression, Config, FORMAT_VERSION};
 use index::{IndexFile, IndexPack};
+use session::{Session, SessionInfo};
 use snapshot::Snapshot;
 
 const INDEX_AAD: &[u8] = b"cairn index v1";
@@ -127,7 +129,7 @@ fn empty_or_interrupted_init(root: &Path) -> Result<bool> {
         if name.starts_with(".tmp-") || name == "keys" {
             continue;
         }
-        if !matches!(name.as_ref(), "snapshots" | "index" | "packs") {
+        if !matches!(name.as_ref(), "snapshots" | "index" | "packs" | "sessions") {
             return Ok(false);
         }
         let has_files = walk_has_file(&e.path()).map_err(|err| Error::io(e.path(), err))?;
@@ -574,6 +576,52 @@ impl Repository {
                 m.len()
             ))),
         }
+    }
+
+    /// Announces a run that may rely on existing packs (see [`session`]); it ends when the
+    /// returned guard is dropped. Dry runs announce nothing.
+    pub fn begin_session(&self, command: &str) -> Result<Option<Session>> {
+        if self.dry_run {
+            return Ok(None);
+        }
+        let s = Session::begin(self.backend.clone(), &self.key, command)?;
+        // The index is read again now that the session is visible: a prune that marks packs
+        // after this point records this session, one that marked them before has its marks
+        // seen here, so dedup never relies on a pack a prune may delete.
+        self.sync_index()?;
+        Ok(Some(s))
+    }
+
+    /// A session for a run that only reads (restore, check): it keeps a concurrent prune from
+    /// deleting packs under the reader. A repository that cannot be written to (read-only
+    /// media) is still readable, so failing to announce the session is reported, not fatal.
+    pub fn begin_reader_session(&self, command: &str) -> Option<Session> {
+        match self.begin_session(command) {
+            Ok(s) => s,
+            Err(e) => {
+                (self.warn)(&format!(
+                    "cannot announce this {command} in the repository ({e}); a prune running at the same time may remove data it reads"
+                ));
+                None
+            }
+        }
+    }
+
+    /// Every session file, decoded; a file that cannot be read gives its reason.
+    pub fn sessions(&self) -> Result<Vec<(SessionId, std::result::Result<SessionInfo, String>)>> {
+        let mut out = Vec::new();
+        for (name, _) in self.backend.list(FileKind::Session)? {
+            let Ok(id) = name.parse::<SessionId>() else {
+                continue;
+            };
+            match self.backend.get(FileKind::Session, &name) {
+                Ok(bytes) => out.push((id, session::open(&self.key, &bytes))),
+                // Ended between the listing and the read.
+                Err(Error::Missing(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// Lists key files; damaged ones are listed with the reason, so they can be removed.

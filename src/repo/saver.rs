@@ -147,6 +147,15 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
         Ok(())
     }
 
+    /// Adds a copy of a stored blob, sealed bytes as they are (prune's repack). Not deduplicated
+    /// against the index, which still lists the copy being replaced.
+    pub fn add_copy(&mut self, t: BlobType, id: BlobId, sealed: Vec<u8>, raw_len: usize) -> Result<()> {
+        if !self.claims.ids().insert(id) {
+            return Ok(());
+        }
+        self.add_claimed(t, id, sealed, raw_len)
+    }
+
     /// Hashes, seals and adds one blob (used for trees and small inputs); returns its id.
     pub fn save(&mut self, t: BlobType, data: &[u8]) -> Result<BlobId> {
         let id = self.repo.key().blob_id(data);

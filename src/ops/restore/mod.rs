@@ -124,6 +124,7 @@ struct Restorer<'a> {
 
 /// Restores the snapshot tree `root` into `opts.target`.
 pub fn restore(repo: &Repository, root: &BlobId, opts: &RestoreOptions) -> Result<RestoreReport> {
+    let _session = repo.begin_reader_session("restore");
     let mut r = Restorer {
         repo,
         opts,

@@ -143,6 +143,7 @@ pub fn snapshot(
     if let Input::Paths(paths) = &input {
         check_sources(paths)?;
     }
+    let session = repo.begin_session("snapshot")?;
     if !dry_run {
         // Repair around what a killed run left: its temporary files and its unindexed packs.
         repo.backend().remove_stale_temps()?;
@@ -185,11 +186,16 @@ pub fn snapshot(
         summary: summary.clone(),
     };
     // Last: the snapshot file, once everything it references is durable and indexed.
-    let snapshot_id = if dry_run {
-        None
-    } else {
-        Some(repo.save_snapshot(&snap)?)
+    let snapshot_id = match &session {
+        None => None,
+        Some(s) => {
+            s.ensure_current()?;
+            Some(repo.save_snapshot(&snap)?)
+        }
     };
+    if let Some(s) = session {
+        s.end()?;
+    }
     Ok(SnapshotReport {
         snapshot_id,
         parent: snap.parent,

@@ -1,0 +1,112 @@
+//! `prune`.
+
+use anyhow::Result;
+use clap::Args;
+
+use cairn::ops::prune::{MaxUnused, PruneOptions, PruneReport, prune};
+
+use super::{Globals, human, parse_size};
+
+#[derive(Args, Clone)]
+pub struct PruneArgs {
+    /// Unused space tolerated in partly used packs before they are repacked: a percentage of
+    /// the data kept, a size, or `unlimited`.
+    #[arg(long, default_value = "5%")]
+    pub max_unused: MaxUnused,
+    /// Read at most this much of partly used packs for repacking in one run (e.g. 10G).
+    #[arg(long, value_parser = parse_size)]
+    pub max_repack: Option<u64>,
+    /// A running command whose session was not refreshed for this long is considered gone
+    /// (e.g. 1h, 90m).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub stale_after: std::time::Duration,
+    /// Keep packs marked as unused at least this long before deleting them (e.g. 24h), for
+    /// storage whose listings may lag behind writes.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub keep_marked: std::time::Duration,
+    /// Report what would be done, change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
+/// Reads `90s`, `15m`, `2h` or `7d`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 30m, 2h, 7d)"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{s:?} needs a unit: s, m, h or d (e.g. 2h)")),
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(secs)))
+}
+
+impl PruneArgs {
+    pub fn options(&self) -> PruneOptions {
+        PruneOptions {
+            max_unused: self.max_unused,
+            max_repack: self.max_repack,
+            dry_run: self.dry_run,
+            stale_after: self.stale_after,
+            keep_marked: self.keep_marked,
+        }
+    }
+}
+
+pub fn run(g: &Globals, a: PruneArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let r = prune(&repo, &a.options())?;
+    print_report(g, &r)?;
+    Ok(0)
+}
+
+pub fn print_report(g: &Globals, r: &PruneReport) -> Result<()> {
+    if g.json {
+        return g.print_json(r);
+    }
+    let would = if r.dry_run { "would be " } else { "" };
+    g.say(format!(
+        "{} snapshots use {} blobs; {} packs ({}) held {} unused",
+        r.snapshots,
+        r.used_blobs,
+        r.packs_before,
+        human(r.bytes_before),
+        human(r.unused_bytes_before)
+    ));
+    g.say(format!(
+        "{} packs {would}marked unused, {} {would}repacked ({} copied), {} {would}taken back into use",
+        r.packs_marked,
+        r.packs_repacked,
+        human(r.bytes_repacked),
+        r.packs_unmarked
+    ));
+    g.say(format!(
+        "{} packs {would}deleted: {} {}freed",
+        r.packs_deleted,
+        human(r.bytes_freed),
+        if r.dry_run { "would be " } else { "" }
+    ));
+    if r.packs_waiting > 0 {
+        g.say(format!(
+            "{} packs ({}) stay marked until these runs end; a later prune deletes them:",
+            r.packs_waiting,
+            human(r.bytes_waiting)
+        ));
+        for w in &r.waiting_for {
+            g.say(format!("  {w}"));
+        }
+    }
+    if r.stale_sessions_removed > 0 {
+        g.say(format!(
+            "{} sessions of runs that are gone were removed",
+            r.stale_sessions_removed
+        ));
+    }
+    Ok(())
+}

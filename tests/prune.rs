@@ -1,0 +1,270 @@
+//! `prune`: space comes back, kept snapshots stay whole, and runs that are still going keep
+//! what they may rely on.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+
+use common::{Env, random_bytes};
+
+/// Every regular file under `root` by relative path, with its content.
+fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(name), data).unwrap();
+}
+
+fn snap(e: &Env, dir: &Path) -> String {
+    e.snapshot(&[dir])["snapshot_id"]
+        .as_str()
+        .expect("snapshot id")
+        .to_string()
+}
+
+fn drop_snapshot(e: &Env, id: &str) {
+    std::fs::remove_file(e.repo().join("snapshots").join(id)).unwrap();
+}
+
+fn pack_bytes(e: &Env) -> u64 {
+    e.repo_files()
+        .iter()
+        .filter(|(n, _)| n.starts_with("packs/"))
+        .map(|(_, s)| s)
+        .sum()
+}
+
+/// Restores snapshot `id` and compares it with `src` (the snapshot's only path).
+fn restores_exactly(e: &Env, id: &str, src: &Path, into: &str) {
+    let target = e.path(into);
+    e.json(
+        &["restore", id, "--target", target.to_str().unwrap()],
+        0,
+    );
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(files(&restored), files(src), "snapshot {id} restores bit-exact");
+}
+
+fn small_packs() -> Env {
+    Env::with_init_args(&["--pack-size", "256K"])
+}
+
+#[test]
+fn unused_packs_are_deleted_and_kept_snapshots_restore() {
+    let e = small_packs();
+    let a = e.path("a");
+    write(&a, "old", &random_bytes(1, 3 << 20));
+    write(&a, "keep", &random_bytes(2, 1 << 20));
+    let s1 = snap(&e, &a);
+    std::fs::remove_file(a.join("old")).unwrap();
+    write(&a, "new", &random_bytes(3, 1 << 20));
+    let s2 = snap(&e, &a);
+    let before = pack_bytes(&e);
+    drop_snapshot(&e, &s1);
+    let r = e.json(&["prune"], 0);
+    assert_eq!(r["snapshots"], 1);
+    assert!(r["packs_deleted"].as_u64().unwrap() >= 8, "{r}");
+    assert_eq!(r["packs_waiting"], 0, "nothing else runs: deleted at once");
+    let after = pack_bytes(&e);
+    assert!(
+        after + (3 << 20) <= before + (256 << 10),
+        "the 3 MiB no snapshot uses came back: {before} -> {after}"
+    );
+    // Freed counts the deleted packs; a repacked pack's new copy is part of `after`.
+    assert!(r["bytes_freed"].as_u64().unwrap() >= before - after, "{r}");
+    e.ok(&["check", "--read-data"]);
+    restores_exactly(&e, &s2, &a, "r");
+    // A second prune has nothing to do.
+    let r = e.json(&["prune"], 0);
+    assert_eq!(r["packs_deleted"], 0);
+    assert_eq!(r["packs_marked"], 0);
+    // And a new snapshot still works, deduplicating against what was kept.
+    let s3 = e.snapshot(&[&a]);
+    assert_eq!(s3["data_added"], 0, "{s3}");
+}
+
+#[test]
+fn partly_used_packs_are_repacked() {
+    // One big pack holds both files; then one of them is no longer needed.
+    let e = Env::new();
+    let a = e.path("a");
+    write(&a, "gone", &random_bytes(4, 2 << 20));
+    write(&a, "kept", &random_bytes(5, 2 << 20));
+    let s1 = snap(&e, &a);
+    std::fs::remove_file(a.join("gone")).unwrap();
+    let s2 = snap(&e, &a);
+    drop_snapshot(&e, &s1);
+    // Within the tolerance: nothing is rewritten (s1's tree pack is deleted).
+    let r = e.json(&["prune", "--max-unused", "unlimited"], 0);
+    assert_eq!(r["packs_repacked"], 0);
+    let before = pack_bytes(&e);
+    let r = e.json(&["prune", "--dry-run", "--max-unused", "0%"], 0);
+    assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(pack_bytes(&e), before, "a dry run changes nothing");
+    let r = e.json(&["prune", "--max-unused", "0%"], 0);
+    assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["bytes_repacked"].as_u64().unwrap() >= 2 << 20);
+    let after = pack_bytes(&e);
+    assert!(after + (2 << 20) <= before + 4096, "{before} -> {after}");
+    e.ok(&["check", "--read-data"]);
+    restores_exactly(&e, &s2, &a, "r");
+}
+
+#[test]
+fn the_repack_budget_is_kept() {
+    let e = Env::new();
+    let a = e.path("a");
+    write(&a, "gone", &random_bytes(6, 1 << 20));
+    write(&a, "kept", &random_bytes(7, 1 << 20));
+    let s1 = snap(&e, &a);
+    std::fs::remove_file(a.join("gone")).unwrap();
+    snap(&e, &a);
+    drop_snapshot(&e, &s1);
+    let r = e.json(&["prune", "--max-unused", "0%", "--max-repack", "64K"], 0);
+    assert_eq!(r["packs_repacked"], 0, "every partly used pack is over the budget");
+}
+
+/// A snapshot reading stdin from a pipe we hold open: a session that stays live.
+fn live_snapshot(e: &Env) -> std::process::Child {
+    let mut c = e
+        .cmd(&["--json", "snapshot", "--stdin", "--stdin-filename", "slow"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(&random_bytes(9, 100_000))
+        .unwrap();
+    // Wait until its session file is there.
+    for _ in 0..200 {
+        if std::fs::read_dir(e.repo().join("sessions"))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+        {
+            return c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the snapshot never announced its session");
+}
+
+#[test]
+fn marked_packs_wait_for_running_sessions() {
+    let e = small_packs();
+    let a = e.path("a");
+    write(&a, "f", &random_bytes(10, 1 << 20));
+    let s1 = snap(&e, &a);
+    let mut running = live_snapshot(&e);
+    drop_snapshot(&e, &s1);
+    let r = e.json(&["prune"], 0);
+    assert!(r["packs_marked"].as_u64().unwrap() >= 4, "{r}");
+    assert_eq!(r["packs_deleted"], 0, "a session may rely on them: {r}");
+    assert_eq!(r["waiting_for"].as_array().unwrap().len(), 1, "{r}");
+    let before = pack_bytes(&e);
+    // While it runs, another prune still waits; `check` is content.
+    assert_eq!(e.json(&["prune"], 0)["packs_deleted"], 0);
+    e.ok(&["check"]);
+    drop(running.stdin.take());
+    let out = running.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = e.json(&["prune"], 0);
+    assert!(r["packs_deleted"].as_u64().unwrap() >= 4, "{r}");
+    assert!(r["bytes_freed"].as_u64().unwrap() >= 1 << 20, "{r}");
+    assert!(pack_bytes(&e) < before);
+    e.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn a_killed_session_is_recognised_and_removed() {
+    let e = small_packs();
+    let a = e.path("a");
+    write(&a, "f", &random_bytes(11, 1 << 20));
+    let s1 = snap(&e, &a);
+    let mut running = live_snapshot(&e);
+    drop_snapshot(&e, &s1);
+    assert_eq!(e.json(&["prune"], 0)["packs_deleted"], 0);
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let r = e.json(&["prune"], 0);
+    assert_eq!(r["stale_sessions_removed"], 1, "{r}");
+    assert!(r["packs_deleted"].as_u64().unwrap() >= 4, "{r}");
+    assert!(
+        std::fs::read_dir(e.repo().join("sessions"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    e.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn a_snapshot_written_meanwhile_takes_marked_packs_back() {
+    // The race prune must survive: a run that started before the marks deduplicates against
+    // a marked pack and writes its snapshot after the prune.
+    let e = small_packs();
+    let a = e.path("a");
+    write(&a, "f", &random_bytes(12, 1 << 20));
+    let s1 = snap(&e, &a);
+    // The running snapshot stores the same content as s1 (via stdin), so it relies on s1's
+    // blobs, which the prune marks once s1 is gone.
+    let mut c = e
+        .cmd(&["--json", "snapshot", "--stdin", "--stdin-filename", "f"])
+        // Its own cache, as on another host: it keeps the index it read at its start.
+        .env("CAIRN_CACHE_DIR", e.path("other-cache"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let data = random_bytes(12, 1 << 20);
+    c.stdin.as_mut().unwrap().write_all(&data[..4096]).unwrap();
+    for _ in 0..200 {
+        if std::fs::read_dir(e.repo().join("sessions")).unwrap().count() > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop_snapshot(&e, &s1);
+    let r = e.json(&["prune"], 0);
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    c.stdin.as_mut().unwrap().write_all(&data[4096..]).unwrap();
+    drop(c.stdin.take());
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s2 = v["snapshot_id"].as_str().unwrap().to_string();
+    // Its blobs are either stored again or in the marked packs; the next prune must keep
+    // whatever it uses.
+    assert!(
+        v["data_added"].as_u64().unwrap() < 4096,
+        "only its tree is new; the content deduplicated against s1's blobs: {v}"
+    );
+    let r = e.json(&["prune"], 0);
+    assert!(r["packs_unmarked"].as_u64().unwrap() >= 1, "{r}");
+    e.ok(&["check", "--read-data"]);
+    let t = e.path("r");
+    e.json(&["restore", &s2, "--target", t.to_str().unwrap()], 0);
+    assert_eq!(std::fs::read(t.join("f")).unwrap(), data, "{r}");
+}
