@@ -4,6 +4,7 @@
 pub mod browse;
 pub mod check;
 pub mod diff;
+pub mod forget;
 pub mod pattern;
 pub mod progress;
 pub mod prune;
