@@ -116,7 +116,10 @@ fn on_terminal(env: &common::Env, args: &[&str]) -> Option<String> {
     for a in std::iter::once(inner.get_program()).chain(inner.get_args()) {
         line.push_str(&format!(" '{}'", a.to_str().unwrap()));
     }
-    let log = env.dir.path().join("typescript");
+    // A log per call, so that nothing one run drew can show up in the next one's.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, Ordering::Relaxed);
+    let log = env.dir.path().join(format!("typescript-{n}"));
     let mut c = std::process::Command::new("script");
     c.args(["-q", "-e", "-c", &line]).arg(&log);
     common::Env::with_env_of(&mut c, &inner);

@@ -56,12 +56,13 @@ fn pack_bytes(e: &Env) -> u64 {
 /// Restores snapshot `id` and compares it with `src` (the snapshot's only path).
 fn restores_exactly(e: &Env, id: &str, src: &Path, into: &str) {
     let target = e.path(into);
-    e.json(
-        &["restore", id, "--target", target.to_str().unwrap()],
-        0,
-    );
+    e.json(&["restore", id, "--target", target.to_str().unwrap()], 0);
     let restored = target.join(src.strip_prefix("/").unwrap());
-    assert_eq!(files(&restored), files(src), "snapshot {id} restores bit-exact");
+    assert_eq!(
+        files(&restored),
+        files(src),
+        "snapshot {id} restores bit-exact"
+    );
 }
 
 fn small_packs() -> Env {
@@ -140,7 +141,10 @@ fn the_repack_budget_is_kept() {
     snap(&e, &a);
     drop_snapshot(&e, &s1);
     let r = e.json(&["prune", "--max-unused", "0%", "--max-repack", "64K"], 0);
-    assert_eq!(r["packs_repacked"], 0, "every partly used pack is over the budget");
+    assert_eq!(
+        r["packs_repacked"], 0,
+        "every partly used pack is over the budget"
+    );
 }
 
 /// A snapshot reading stdin from a pipe we hold open: a session that stays live.
@@ -167,6 +171,8 @@ fn live_snapshot(e: &Env) -> std::process::Child {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let _ = c.kill();
+    let _ = c.wait();
     panic!("the snapshot never announced its session");
 }
 
@@ -188,7 +194,11 @@ fn marked_packs_wait_for_running_sessions() {
     e.ok(&["check"]);
     drop(running.stdin.take());
     let out = running.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = e.json(&["prune"], 0);
     assert!(r["packs_deleted"].as_u64().unwrap() >= 4, "{r}");
     assert!(r["bytes_freed"].as_u64().unwrap() >= 1 << 20, "{r}");
@@ -241,7 +251,11 @@ fn a_snapshot_written_meanwhile_takes_marked_packs_back() {
     let data = random_bytes(12, 1 << 20);
     c.stdin.as_mut().unwrap().write_all(&data[..4096]).unwrap();
     for _ in 0..200 {
-        if std::fs::read_dir(e.repo().join("sessions")).unwrap().count() > 0 {
+        if std::fs::read_dir(e.repo().join("sessions"))
+            .unwrap()
+            .count()
+            > 0
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -252,7 +266,11 @@ fn a_snapshot_written_meanwhile_takes_marked_packs_back() {
     c.stdin.as_mut().unwrap().write_all(&data[4096..]).unwrap();
     drop(c.stdin.take());
     let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let s2 = v["snapshot_id"].as_str().unwrap().to_string();
     // Its blobs are either stored again or in the marked packs; the next prune must keep

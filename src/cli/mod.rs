@@ -1,6 +1,7 @@
 //! Command-line interface: clap arguments → library options → one library call → text or JSON.
 
 mod check;
+mod forget;
 mod inspect;
 mod key;
 mod progress;
@@ -72,6 +73,10 @@ enum Command {
     Stats(inspect::StatsArgs),
     /// Print a repository object as JSON (for debugging).
     Cat(inspect::CatArgs),
+    /// Remove snapshots by a retention policy (or by id); `--prune` gives the space back.
+    Forget(Box<forget::ForgetArgs>),
+    /// Add, remove or set the tags of snapshots.
+    Tag(forget::TagArgs),
     /// Delete data no snapshot uses (two-phase: safe while other commands run).
     Prune(prune::PruneArgs),
     /// Manage the repository's keys (passwords).
@@ -220,6 +225,8 @@ pub fn run() -> Result<i32> {
         Command::Diff(a) => inspect::diff(&g, a),
         Command::Stats(a) => inspect::stats(&g, a),
         Command::Cat(a) => inspect::cat(&g, a),
+        Command::Forget(a) => forget::forget(&g, *a),
+        Command::Tag(a) => forget::tag(&g, a),
         Command::Prune(a) => prune::run(&g, a),
         Command::Key(a) => key::run(&g, a),
     }

@@ -9,6 +9,16 @@ use super::{Globals, human, parse_size};
 
 #[derive(Args, Clone)]
 pub struct PruneArgs {
+    #[command(flatten)]
+    pub tuning: PruneTuning,
+    /// Report what would be done, change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
+/// The settings `prune` and `forget --prune` share.
+#[derive(Args, Clone)]
+pub struct PruneTuning {
     /// Unused space tolerated in partly used packs before they are repacked: a percentage of
     /// the data kept, a size, or `unlimited`.
     #[arg(long, default_value = "5%")]
@@ -24,9 +34,6 @@ pub struct PruneArgs {
     /// storage whose listings may lag behind writes.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub keep_marked: std::time::Duration,
-    /// Report what would be done, change nothing.
-    #[arg(long, short = 'n')]
-    pub dry_run: bool,
 }
 
 /// Reads `90s`, `15m`, `2h` or `7d`.
@@ -47,12 +54,12 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(n.saturating_mul(secs)))
 }
 
-impl PruneArgs {
-    pub fn options(&self) -> PruneOptions {
+impl PruneTuning {
+    pub fn options(&self, dry_run: bool) -> PruneOptions {
         PruneOptions {
             max_unused: self.max_unused,
             max_repack: self.max_repack,
-            dry_run: self.dry_run,
+            dry_run,
             stale_after: self.stale_after,
             keep_marked: self.keep_marked,
         }
@@ -61,7 +68,7 @@ impl PruneArgs {
 
 pub fn run(g: &Globals, a: PruneArgs) -> Result<i32> {
     let repo = g.open()?;
-    let r = prune(&repo, &a.options())?;
+    let r = prune(&repo, &a.tuning.options(a.dry_run))?;
     print_report(g, &r)?;
     Ok(0)
 }

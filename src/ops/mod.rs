@@ -11,6 +11,7 @@ pub mod prune;
 pub mod restore;
 pub mod snapshot;
 pub mod stats;
+pub mod tag;
 pub mod walk;
 
 /// Reads a size like `512K`, `1M`, `1MiB`, `2G` or `4096`.

@@ -507,6 +507,11 @@ impl Repository {
         Ok(id)
     }
 
+    /// Removes a snapshot file (`forget`); what only it used is given back by `prune`.
+    pub fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.backend.delete(FileKind::Snapshot, &id.to_hex())
+    }
+
     /// Reads and verifies one snapshot file.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let what = || format!("snapshot {id}");

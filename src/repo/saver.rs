@@ -149,7 +149,13 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
 
     /// Adds a copy of a stored blob, sealed bytes as they are (prune's repack). Not deduplicated
     /// against the index, which still lists the copy being replaced.
-    pub fn add_copy(&mut self, t: BlobType, id: BlobId, sealed: Vec<u8>, raw_len: usize) -> Result<()> {
+    pub fn add_copy(
+        &mut self,
+        t: BlobType,
+        id: BlobId,
+        sealed: Vec<u8>,
+        raw_len: usize,
+    ) -> Result<()> {
         if !self.claims.ids().insert(id) {
             return Ok(());
         }

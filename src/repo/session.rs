@@ -107,6 +107,10 @@ impl Session {
                     let (lock, cv) = &*stop;
                     let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
                     loop {
+                        // Checked before waiting too: the stop may come before the first wait.
+                        if *stopped {
+                            return;
+                        }
                         let (g, _) = cv
                             .wait_timeout(stopped, REFRESH)
                             .unwrap_or_else(|e| e.into_inner());
@@ -230,7 +234,10 @@ mod tests {
         assert!(b.list(FileKind::Session).unwrap().is_empty());
         let s = Session::begin(b.clone(), &k, "restore").unwrap();
         b.delete(FileKind::Session, &s.id().to_hex()).unwrap();
-        assert!(s.ensure_current().is_err(), "a removed session must not go on");
+        assert!(
+            s.ensure_current().is_err(),
+            "a removed session must not go on"
+        );
         drop(s);
         let s = Session::begin(b.clone(), &k, "check").unwrap();
         drop(s);

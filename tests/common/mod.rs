@@ -91,6 +91,8 @@ impl Env {
             .env_remove("CAIRN_PASSWORD_FILE")
             .env_remove("CAIRN_PASSWORD_COMMAND")
             .env("HOME", self.path("home"))
+            // Calendar rules (forget) count days in the local zone: make it fixed.
+            .env("TZ", "UTC")
             .stdin(Stdio::null());
         c
     }

@@ -38,6 +38,8 @@ pub struct PackUse {
     pub group: Option<i64>,
     /// Blobs it holds.
     pub blobs: u64,
+    /// Their sealed bytes (the pack less its header).
+    pub blob_bytes: u64,
     /// Blobs of it that snapshots use (a blob stored twice is used in one pack only).
     pub used_blobs: u64,
     /// Sealed bytes of those.
@@ -211,7 +213,7 @@ impl Usage {
         let mut st = self
             .conn
             .prepare(
-                "SELECT p.id, p.blob_type, p.size, p.grp, COUNT(b.id), \
+                "SELECT p.id, p.blob_type, p.size, p.grp, COUNT(b.id), COALESCE(SUM(b.length), 0), \
                  COALESCE(SUM(u.pack IS NOT NULL), 0), COALESCE(SUM(CASE WHEN u.pack IS NOT NULL THEN b.length ELSE 0 END), 0) \
                  FROM packs p LEFT JOIN blobs b ON b.pack = p.id \
                  LEFT JOIN used u ON u.id = b.id AND u.pack = p.id \
@@ -228,12 +230,14 @@ impl Usage {
                     r.get::<_, i64>(4)?,
                     r.get::<_, i64>(5)?,
                     r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
                 ))
             })
             .map_err(err)?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, t, size, group, blobs, used_blobs, used_bytes) = row.map_err(err)?;
+            let (id, t, size, group, blobs, blob_bytes, used_blobs, used_bytes) =
+                row.map_err(err)?;
             let (Some(id), Some(blob_type)) = (PackId::from_slice(&id), BlobType::from_u8(t))
             else {
                 continue;
@@ -244,6 +248,7 @@ impl Usage {
                 size: size as u64,
                 group,
                 blobs: blobs as u64,
+                blob_bytes: blob_bytes as u64,
                 used_blobs: used_blobs as u64,
                 used_bytes: used_bytes as u64,
             });
@@ -391,13 +396,22 @@ mod tests {
         let packs = u.packs().unwrap();
         let by = |i: u8| packs.iter().find(|p| p.id == PackId([i; 32])).unwrap();
         assert_eq!((by(0).used_blobs, by(0).group.is_some()), (1, true));
-        assert_eq!((by(1).blobs, by(1).used_blobs, by(1).used_bytes), (3, 2, 200));
+        assert_eq!(
+            (by(1).blobs, by(1).used_blobs, by(1).used_bytes),
+            (3, 2, 200)
+        );
         // Blob 3 is in packs 1 and 2; one copy is kept (the first pack by id).
         assert_eq!(by(2).used_blobs, 0);
         let g = u.groups().unwrap();
-        assert_eq!((g[0].marked_at, g[0].sessions.clone()), (7, vec![SessionId([9; 32])]));
+        assert_eq!(
+            (g[0].marked_at, g[0].sessions.clone()),
+            (7, vec![SessionId([9; 32])])
+        );
         let kept: Vec<_> = u.blobs_of(&PackId([1; 32]), true).unwrap();
-        assert_eq!(kept.iter().map(|e| e.id.0[0]).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            kept.iter().map(|e| e.id.0[0]).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
         assert_eq!(u.blobs_of(&PackId([1; 32]), false).unwrap().len(), 3);
         u.drop_pack(&PackId([0; 32])).unwrap();
         assert_eq!(u.packs().unwrap().len(), 2);
