@@ -120,18 +120,19 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         rep.errors.push(Finding { what, problem })
     };
     // Index files: rebuild the cache from them, verifying each; report the bad ones.
-    repo.cache().clear()?;
+    repo.rebuild_cache()?;
+    for problem in repo.damaged_index_files() {
+        rep.errors.push(Finding {
+            what: "index".into(),
+            problem,
+        });
+    }
     for (name, _) in repo.backend().list(FileKind::Index)? {
-        let Ok(id) = name.parse() else {
+        if name.parse::<crate::id::IndexId>().is_err() {
             rep.warnings.push(Finding {
                 what: format!("index/{name}"),
                 problem: "not a repository file name".into(),
             });
-            continue;
-        };
-        match repo.load_index(&id) {
-            Ok(f) => repo.cache().add_index_file(&id, &f)?,
-            Err(e) => err(&mut rep, format!("index/{name}"), e.to_string()),
         }
     }
     // Packs: indexed ones must exist with the right size.

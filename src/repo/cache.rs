@@ -109,7 +109,8 @@ impl Cache {
             path: path.clone(),
             err: source,
         };
-        let tx = self.conn.transaction().map_err(wrap)?;
+        // A savepoint, so that this also works inside a rebuild's transaction.
+        let tx = self.conn.savepoint().map_err(wrap)?;
         {
             let mut live_pack = tx
                 .prepare_cached(
@@ -175,6 +176,27 @@ impl Cache {
             .map_err(wrap)?;
         }
         tx.commit().map_err(wrap)
+    }
+
+    /// Starts replacing the whole mirror: everything is forgotten, then re-added by
+    /// [`add_index_file`](Self::add_index_file), inside one transaction ended by
+    /// [`commit_rebuild`](Self::commit_rebuild) or [`abort_rebuild`](Self::abort_rebuild).
+    pub fn begin_rebuild(&self) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "BEGIN IMMEDIATE; DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;",
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Makes a rebuild visible.
+    pub fn commit_rebuild(&self) -> Result<()> {
+        self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))
+    }
+
+    /// Drops a rebuild; the old mirror stays.
+    pub fn abort_rebuild(&self) {
+        let _ = self.conn.execute_batch("ROLLBACK");
     }
 
     /// Forgets everything (used when index files disappeared from the repository).

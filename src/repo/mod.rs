@@ -318,8 +318,7 @@ impl Repository {
 
     /// Forgets the cache and rebuilds it from every index file, verifying each.
     pub fn rebuild_cache(&self) -> Result<()> {
-        self.cache().clear()?;
-        self.sync_index()
+        self.sync_index_with(true)
     }
 
     /// The repository location, for messages.
@@ -348,7 +347,23 @@ impl Repository {
     }
 
     /// Mirrors new index files into the cache; rebuilds it if index files disappeared.
+    /// A prune may replace index files while this runs: a file that vanishes between the
+    /// listing and its read means the listing is stale, so it is taken again.
     pub fn sync_index(&self) -> Result<()> {
+        self.sync_index_with(false)
+    }
+
+    fn sync_index_with(&self, rebuild: bool) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.sync_index_once(rebuild) {
+                Err(Error::Missing(_)) if tries < 10 => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
+    fn sync_index_once(&self, rebuild: bool) -> Result<()> {
         let listed: Vec<IndexId> = self
             .backend
             .list(FileKind::Index)?
@@ -359,23 +374,36 @@ impl Repository {
         let known: std::collections::HashSet<IndexId> =
             cache.known_index_files()?.into_iter().collect();
         let listed_set: std::collections::HashSet<IndexId> = listed.iter().copied().collect();
-        let stale = known.iter().any(|k| !listed_set.contains(k));
+        let stale = rebuild || known.iter().any(|k| !listed_set.contains(k));
         if stale {
-            cache.clear()?;
+            // One transaction: another process sharing the cache sees the old mirror or the
+            // new one, never an empty one in between.
+            cache.begin_rebuild()?;
         }
         let mut damaged = Vec::new();
-        for id in listed {
-            if stale || !known.contains(&id) {
-                match self.load_index(&id) {
-                    Ok(f) => cache.add_index_file(&id, &f)?,
-                    // A damaged index file must not make the whole repository unusable: its
-                    // packs still exist (their headers can rebuild it), so go on without it
-                    // and let callers report it.
-                    Err(e @ Error::Corrupt { .. }) => damaged.push(e.to_string()),
-                    Err(e) => return Err(e),
+        let load = || -> Result<()> {
+            for id in listed {
+                if stale || !known.contains(&id) {
+                    match self.load_index(&id) {
+                        Ok(f) => cache.add_index_file(&id, &f)?,
+                        // A damaged index file must not make the whole repository unusable:
+                        // its packs still exist (their headers can rebuild it), so go on
+                        // without it and let callers report it.
+                        Err(e @ Error::Corrupt { .. }) => damaged.push(e.to_string()),
+                        Err(e) => return Err(e),
+                    }
                 }
             }
+            Ok(())
+        };
+        let r = load();
+        if stale {
+            match &r {
+                Ok(()) => cache.commit_rebuild()?,
+                Err(_) => cache.abort_rebuild(),
+            }
         }
+        r?;
         *self.damaged_index.lock().unwrap_or_else(|e| e.into_inner()) = damaged;
         Ok(())
     }
@@ -546,6 +574,8 @@ impl Repository {
             match self.load_snapshot(&id) {
                 Ok(s) => v.push((id, s)),
                 Err(e @ Error::Corrupt { .. }) => (self.warn)(&format!("{e}; skipped")),
+                // Removed by a `forget` since the listing.
+                Err(Error::Missing(_)) => {}
                 Err(e) => return Err(e),
             }
         }

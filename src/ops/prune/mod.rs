@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! 1. list sessions            (who is running now; see repo::session)
-//! 2. read snapshots, walk their trees once each → used blobs     (temporary SQLite database)
-//! 3. read every index file → where each blob lies, which packs are marked and when
+//! 2. list snapshots, then read every index file → where each blob lies, which packs are
+//!    marked and when                                              (temporary SQLite database)
+//! 3. walk the listed snapshots' trees, each tree once → used blobs
 //! 4. per pack: all used → keep; none used → mark; partly → repack if the unused share is
 //!    over --max-unused; marked and used again → take back into use;
 //!    marked, unused, every session recorded with it ended → delete
@@ -223,10 +224,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     };
     // 1. Sessions first: any that has ended by now wrote its snapshot before it ended.
     let before = list_sessions(repo, own, opts.stale_after)?;
-    // 2-3. Index and snapshots into the usage database.
+    // 2-3. Snapshots, then the index: every listed snapshot's blobs are in an index file
+    // read after it (index files are written before their snapshot).
+    let listed = repo.snapshot_ids()?;
+    repo.sync_index()?;
     let mut usage = Usage::new()?;
     let old_index = load_index(repo, &mut usage)?;
-    let snapshot_ids = mark_used(repo, &mut usage, &mut rep)?;
+    let snapshot_ids = mark_used(repo, &mut usage, listed, &mut rep)?;
     let missing = usage.assign()?;
     if missing > 0 {
         let sample: Vec<String> = usage.missing_sample()?.iter().map(BlobId::short).collect();
@@ -357,16 +361,21 @@ fn load_index(repo: &Repository, usage: &mut Usage) -> Result<Vec<IndexId>> {
 fn mark_used(
     repo: &Repository,
     usage: &mut Usage,
+    ids: Vec<SnapshotId>,
     rep: &mut PruneReport,
 ) -> Result<HashSet<SnapshotId>> {
-    let ids = repo.snapshot_ids()?;
     let mut seen = HashSet::new();
     for sid in ids {
-        let snap = repo.load_snapshot(&sid).map_err(|e| {
-            Error::Invalid(format!(
-                "{e}; prune stopped without changing anything (run `cairn check`)"
-            ))
-        })?;
+        let snap = match repo.load_snapshot(&sid) {
+            Ok(s) => s,
+            // Forgotten since the listing: what only it used may go.
+            Err(Error::Missing(_)) => continue,
+            Err(e) => {
+                return Err(Error::Invalid(format!(
+                    "{e}; prune stopped without changing anything (run `cairn check`)"
+                )));
+            }
+        };
         seen.insert(sid);
         rep.snapshots += 1;
         usage.batch(|u| {
