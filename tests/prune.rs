@@ -286,3 +286,67 @@ fn a_snapshot_written_meanwhile_takes_marked_packs_back() {
     e.json(&["restore", &s2, "--target", t.to_str().unwrap()], 0);
     assert_eq!(std::fs::read(t.join("f")).unwrap(), data, "{r}");
 }
+
+#[test]
+fn a_prune_killed_at_any_moment_loses_nothing() {
+    let e = small_packs();
+    let mut kept = Vec::new();
+    for i in 0..6u64 {
+        let dir = e.path(&format!("s{i}"));
+        for k in i..i + 3 {
+            write(&dir, &format!("f{k}"), &random_bytes(50 + k, 400_000));
+        }
+        let id = snap(&e, &dir);
+        if i < 4 {
+            drop_snapshot(&e, &id);
+        } else {
+            kept.push((id, dir));
+        }
+    }
+    let template = e.path("template");
+    let cp = |from: &Path, to: &Path| {
+        let _ = std::fs::remove_dir_all(to);
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    cp(&e.repo(), &template);
+    let mut interrupted = 0;
+    for (run, delay_us) in [
+        0u64, 1_000, 3_000, 6_000, 10_000, 15_000, 22_000, 30_000, 45_000, 70_000,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        cp(&template, &e.repo());
+        let mut c = e
+            .cmd(&["prune", "--max-unused", "0%"])
+            .env("CAIRN_CACHE_DIR", e.path(&format!("cache-{run}")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(delay_us));
+        let _ = c.kill();
+        if !c.wait().unwrap().success() {
+            interrupted += 1;
+        }
+        // Whatever the moment: the repository checks, kept snapshots restore, a new prune
+        // finishes the work.
+        e.ok(&["check"]);
+        for (i, (id, dir)) in kept.iter().enumerate() {
+            restores_exactly(&e, id, dir, &format!("r{run}-{i}"));
+        }
+        let r = e.json(&["prune", "--max-unused", "0%"], 0);
+        assert_eq!(r["packs_waiting"], 0, "{r}");
+        e.ok(&["check", "--read-data"]);
+        for (i, (id, dir)) in kept.iter().enumerate() {
+            restores_exactly(&e, id, dir, &format!("r{run}-{i}-after"));
+        }
+    }
+    assert!(interrupted >= 3, "only {interrupted} runs were cut short");
+}
