@@ -4,29 +4,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Env, random_bytes};
-
-/// Every regular file under `root` by relative path, with its content.
-fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-                out.insert(rel, std::fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
+use common::{Env, files_under, random_bytes};
 
 /// Source state `i`: four of a sliding window of files, so each snapshot shares most of its
 /// data with the one before (the blobs a prune may be marking while it runs).
@@ -146,7 +127,7 @@ fn snapshots_and_prune_run_together_without_losing_data() {
         e.json(&["restore", id, "--target", t.to_str().unwrap()], 0);
         let restored = t.join(src.strip_prefix("/").unwrap());
         assert!(
-            files(&restored) == files(&src),
+            files_under(&restored) == files_under(&src),
             "snapshot {id} of {} restores bit-exact",
             src.display()
         );

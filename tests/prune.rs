@@ -3,31 +3,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::{Env, random_bytes};
-
-/// Every regular file under `root` by relative path, with its content.
-fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let t = e.file_type().unwrap();
-            if t.is_dir() {
-                stack.push(e.path());
-            } else if t.is_file() {
-                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-                out.insert(rel, std::fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
+use common::{Env, files_under, random_bytes};
 
 fn write(dir: &Path, name: &str, data: &[u8]) {
     std::fs::create_dir_all(dir).unwrap();
@@ -59,8 +39,8 @@ fn restores_exactly(e: &Env, id: &str, src: &Path, into: &str) {
     e.json(&["restore", id, "--target", target.to_str().unwrap()], 0);
     let restored = target.join(src.strip_prefix("/").unwrap());
     assert_eq!(
-        files(&restored),
-        files(src),
+        files_under(&restored),
+        files_under(src),
         "snapshot {id} restores bit-exact"
     );
 }

@@ -188,25 +188,18 @@ fn print_plan(g: &Globals, p: &Plan) {
         g.say(format!("snapshots of {}{kind}:", gp.key));
         let (keep, drop): (Vec<_>, Vec<_>) = gp.decisions.iter().partition(|d| d.keep);
         g.say(format!("  keep {}:", keep.len()));
+        let local = |t: chrono::DateTime<chrono::Utc>| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        };
         for d in keep {
-            g.say(format!(
-                "    {}  {}  {}",
-                d.id.short(),
-                d.time
-                    .with_timezone(&chrono::Local)
-                    .format("%Y-%m-%d %H:%M:%S"),
-                d.reasons.join(", ")
-            ));
+            let why = d.reasons.join(", ");
+            g.say(format!("    {}  {}  {why}", d.id.short(), local(d.time)));
         }
         g.say(format!("  remove {}:", drop.len()));
         for d in drop {
-            g.say(format!(
-                "    {}  {}",
-                d.id.short(),
-                d.time
-                    .with_timezone(&chrono::Local)
-                    .format("%Y-%m-%d %H:%M:%S")
-            ));
+            g.say(format!("    {}  {}", d.id.short(), local(d.time)));
         }
     }
 }

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::repo::blob::BlobType;
-use crate::repo::index::IndexFile;
+use crate::repo::index::{IndexFile, IndexPack};
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,27 +112,31 @@ impl Cache {
         // A savepoint, so that this also works inside a rebuild's transaction.
         let tx = self.conn.savepoint().map_err(wrap)?;
         {
-            let mut live_pack = tx
-                .prepare_cached(
-                    "INSERT INTO packs (id, blob_type, size, marked) VALUES (?1, ?2, ?3, 0) \
-                     ON CONFLICT(id) DO UPDATE SET marked = 0",
-                )
-                .map_err(wrap)?;
-            let mut live_blob = tx
-                .prepare_cached(
-                    "INSERT INTO blobs (id, pack, offset, length, raw_len, marked) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT(id) DO UPDATE SET \
-                     pack = excluded.pack, offset = excluded.offset, length = excluded.length, \
-                     raw_len = excluded.raw_len, marked = 0 WHERE blobs.marked = 1",
-                )
-                .map_err(wrap)?;
-            for p in &f.packs {
-                live_pack
-                    .execute(params![&p.id.0[..], p.blob_type as u8, p.size as i64])
-                    .map_err(wrap)?;
-                for b in &p.blobs {
-                    live_blob
-                        .execute(params![
+            let live = (
+                "INSERT INTO packs (id, blob_type, size, marked) VALUES (?1, ?2, ?3, 0) \
+                 ON CONFLICT(id) DO UPDATE SET marked = 0",
+                "INSERT INTO blobs (id, pack, offset, length, raw_len, marked) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT(id) DO UPDATE SET \
+                 pack = excluded.pack, offset = excluded.offset, length = excluded.length, \
+                 raw_len = excluded.raw_len, marked = 0 WHERE blobs.marked = 1",
+            );
+            let marked = (
+                "INSERT OR IGNORE INTO packs (id, blob_type, size, marked) VALUES (?1, ?2, ?3, 1)",
+                "INSERT OR IGNORE INTO blobs (id, pack, offset, length, raw_len, marked) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1)",
+            );
+            let sets: [(_, Vec<&IndexPack>); 2] = [
+                (live, f.packs.iter().collect()),
+                (marked, f.marked.iter().flat_map(|g| &g.packs).collect()),
+            ];
+            for ((pack_sql, blob_sql), packs) in sets {
+                let mut pk = tx.prepare_cached(pack_sql).map_err(wrap)?;
+                let mut bl = tx.prepare_cached(blob_sql).map_err(wrap)?;
+                for p in packs {
+                    pk.execute(params![&p.id.0[..], p.blob_type as u8, p.size as i64])
+                        .map_err(wrap)?;
+                    for b in &p.blobs {
+                        bl.execute(params![
                             &b.id.0[..],
                             &p.id.0[..],
                             b.offset,
@@ -140,33 +144,7 @@ impl Cache {
                             b.raw_len
                         ])
                         .map_err(wrap)?;
-                }
-            }
-            let mut marked_pack = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO packs (id, blob_type, size, marked) VALUES (?1, ?2, ?3, 1)",
-                )
-                .map_err(wrap)?;
-            let mut marked_blob = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO blobs (id, pack, offset, length, raw_len, marked) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, 1)",
-                )
-                .map_err(wrap)?;
-            for p in f.marked.iter().flat_map(|g| &g.packs) {
-                marked_pack
-                    .execute(params![&p.id.0[..], p.blob_type as u8, p.size as i64])
-                    .map_err(wrap)?;
-                for b in &p.blobs {
-                    marked_blob
-                        .execute(params![
-                            &b.id.0[..],
-                            &p.id.0[..],
-                            b.offset,
-                            b.length,
-                            b.raw_len
-                        ])
-                        .map_err(wrap)?;
+                    }
                 }
             }
             tx.execute(
