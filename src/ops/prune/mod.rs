@@ -670,3 +670,85 @@ fn rewrite_new_group(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::blob::BlobType;
+
+    #[test]
+    fn max_unused_parses() {
+        assert_eq!("5%".parse::<MaxUnused>(), Ok(MaxUnused::Percent(5.0)));
+        assert_eq!("0%".parse::<MaxUnused>(), Ok(MaxUnused::Percent(0.0)));
+        assert_eq!("2G".parse::<MaxUnused>(), Ok(MaxUnused::Bytes(2 << 30)));
+        assert_eq!("unlimited".parse::<MaxUnused>(), Ok(MaxUnused::Unlimited));
+        for bad in ["100%", "-1%", "x%", "5 parsecs", ""] {
+            assert!(bad.parse::<MaxUnused>().is_err(), "{bad}");
+        }
+    }
+
+    fn pack(id: u8, group: Option<i64>, blobs: u64, used: u64) -> PackUse {
+        PackUse {
+            id: PackId([id; 32]),
+            blob_type: BlobType::Data,
+            size: blobs * 100 + 50,
+            group,
+            blobs,
+            blob_bytes: blobs * 100,
+            used_blobs: used,
+            used_bytes: used * 100,
+        }
+    }
+
+    #[test]
+    fn fates_follow_use_and_the_unused_tolerance() {
+        let packs = vec![
+            pack(1, None, 10, 10),  // all used
+            pack(2, None, 10, 0),   // unused
+            pack(3, None, 10, 9),   // 10 % unused
+            pack(4, None, 10, 2),   // 80 % unused
+            pack(5, Some(7), 4, 1), // marked, needed again
+            pack(6, Some(7), 4, 0), // marked, still unused
+            pack(8, Some(9), 4, 0), // marked by a killed prune
+        ];
+        let unsettled = HashSet::from([9]);
+        let fates = |opts: &PruneOptions| {
+            let mut rep = PruneReport::default();
+            let f = decide(&packs, &unsettled, opts, &mut rep);
+            (packs.iter().map(|p| f[&p.id]).collect::<Vec<_>>(), rep)
+        };
+        let (f, rep) = fates(&PruneOptions {
+            max_unused: MaxUnused::Percent(5.0),
+            ..PruneOptions::default()
+        });
+        use Fate::*;
+        // 900 B unused of 2200 kept: the worst pack goes first, and that is enough
+        // (100 B left ≤ 5 % of the data kept).
+        assert_eq!(f, vec![Keep, Mark, Keep, Repack, Unmark, Wait(7), Mark]);
+        assert_eq!(rep.packs_before, 4);
+        assert_eq!(rep.unused_bytes_before, 1000 + 100 + 800);
+        let (f, _) = fates(&PruneOptions {
+            max_unused: MaxUnused::Percent(0.0),
+            ..PruneOptions::default()
+        });
+        assert_eq!((f[2], f[3]), (Repack, Repack));
+        let (f, _) = fates(&PruneOptions {
+            max_unused: MaxUnused::Unlimited,
+            ..PruneOptions::default()
+        });
+        assert_eq!((f[2], f[3]), (Keep, Keep));
+        // A budget smaller than the worst pack skips it for the next.
+        let (f, _) = fates(&PruneOptions {
+            max_unused: MaxUnused::Percent(0.0),
+            max_repack: Some(1000),
+            ..PruneOptions::default()
+        });
+        assert_eq!((f[2], f[3]), (Keep, Keep));
+        let (f, _) = fates(&PruneOptions {
+            max_unused: MaxUnused::Bytes(0),
+            max_repack: Some(1050),
+            ..PruneOptions::default()
+        });
+        assert_eq!((f[2], f[3]), (Keep, Repack));
+    }
+}
