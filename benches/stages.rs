@@ -98,6 +98,7 @@ fn stages(c: &mut Criterion) {
                     .collect(),
             })
             .collect(),
+        ..IndexFile::default()
     };
     cache
         .add_index_file(&IndexId([1; 32]), &index)

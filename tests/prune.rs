@@ -3,36 +3,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::{Env, random_bytes};
-
-/// Every regular file under `root` by relative path, with its content.
-fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let t = e.file_type().unwrap();
-            if t.is_dir() {
-                stack.push(e.path());
-            } else if t.is_file() {
-                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-                out.insert(rel, std::fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
-
-fn write(dir: &Path, name: &str, data: &[u8]) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(name), data).unwrap();
-}
+use common::{Env, files, random_bytes, write};
 
 fn snap(e: &Env, dir: &Path) -> String {
     e.snapshot(&[dir])["snapshot_id"]
@@ -45,23 +20,16 @@ fn drop_snapshot(e: &Env, id: &str) {
     std::fs::remove_file(e.repo().join("snapshots").join(id)).unwrap();
 }
 
-fn pack_bytes(e: &Env) -> u64 {
-    e.repo_files()
-        .iter()
-        .filter(|(n, _)| n.starts_with("packs/"))
-        .map(|(_, s)| s)
-        .sum()
-}
-
 /// Restores snapshot `id` and compares it with `src` (the snapshot's only path).
 fn restores_exactly(e: &Env, id: &str, src: &Path, into: &str) {
     let target = e.path(into);
-    e.json(
-        &["restore", id, "--target", target.to_str().unwrap()],
-        0,
-    );
+    e.json(&["restore", id, "--target", target.to_str().unwrap()], 0);
     let restored = target.join(src.strip_prefix("/").unwrap());
-    assert_eq!(files(&restored), files(src), "snapshot {id} restores bit-exact");
+    assert_eq!(
+        files(&restored),
+        files(src),
+        "snapshot {id} restores bit-exact"
+    );
 }
 
 fn small_packs() -> Env {
@@ -78,13 +46,13 @@ fn unused_packs_are_deleted_and_kept_snapshots_restore() {
     std::fs::remove_file(a.join("old")).unwrap();
     write(&a, "new", &random_bytes(3, 1 << 20));
     let s2 = snap(&e, &a);
-    let before = pack_bytes(&e);
+    let before = e.pack_bytes();
     drop_snapshot(&e, &s1);
     let r = e.json(&["prune"], 0);
     assert_eq!(r["snapshots"], 1);
     assert!(r["packs_deleted"].as_u64().unwrap() >= 8, "{r}");
     assert_eq!(r["packs_waiting"], 0, "nothing else runs: deleted at once");
-    let after = pack_bytes(&e);
+    let after = e.pack_bytes();
     assert!(
         after + (3 << 20) <= before + (256 << 10),
         "the 3 MiB no snapshot uses came back: {before} -> {after}"
@@ -116,14 +84,14 @@ fn partly_used_packs_are_repacked() {
     // Within the tolerance: nothing is rewritten (s1's tree pack is deleted).
     let r = e.json(&["prune", "--max-unused", "unlimited"], 0);
     assert_eq!(r["packs_repacked"], 0);
-    let before = pack_bytes(&e);
+    let before = e.pack_bytes();
     let r = e.json(&["prune", "--dry-run", "--max-unused", "0%"], 0);
     assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
-    assert_eq!(pack_bytes(&e), before, "a dry run changes nothing");
+    assert_eq!(e.pack_bytes(), before, "a dry run changes nothing");
     let r = e.json(&["prune", "--max-unused", "0%"], 0);
     assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
     assert!(r["bytes_repacked"].as_u64().unwrap() >= 2 << 20);
-    let after = pack_bytes(&e);
+    let after = e.pack_bytes();
     assert!(after + (2 << 20) <= before + 4096, "{before} -> {after}");
     e.ok(&["check", "--read-data"]);
     restores_exactly(&e, &s2, &a, "r");
@@ -140,7 +108,10 @@ fn the_repack_budget_is_kept() {
     snap(&e, &a);
     drop_snapshot(&e, &s1);
     let r = e.json(&["prune", "--max-unused", "0%", "--max-repack", "64K"], 0);
-    assert_eq!(r["packs_repacked"], 0, "every partly used pack is over the budget");
+    assert_eq!(
+        r["packs_repacked"], 0,
+        "every partly used pack is over the budget"
+    );
 }
 
 /// A snapshot reading stdin from a pipe we hold open: a session that stays live.
@@ -167,6 +138,8 @@ fn live_snapshot(e: &Env) -> std::process::Child {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let _ = c.kill();
+    let _ = c.wait();
     panic!("the snapshot never announced its session");
 }
 
@@ -182,17 +155,21 @@ fn marked_packs_wait_for_running_sessions() {
     assert!(r["packs_marked"].as_u64().unwrap() >= 4, "{r}");
     assert_eq!(r["packs_deleted"], 0, "a session may rely on them: {r}");
     assert_eq!(r["waiting_for"].as_array().unwrap().len(), 1, "{r}");
-    let before = pack_bytes(&e);
+    let before = e.pack_bytes();
     // While it runs, another prune still waits; `check` is content.
     assert_eq!(e.json(&["prune"], 0)["packs_deleted"], 0);
     e.ok(&["check"]);
     drop(running.stdin.take());
     let out = running.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = e.json(&["prune"], 0);
     assert!(r["packs_deleted"].as_u64().unwrap() >= 4, "{r}");
     assert!(r["bytes_freed"].as_u64().unwrap() >= 1 << 20, "{r}");
-    assert!(pack_bytes(&e) < before);
+    assert!(e.pack_bytes() < before);
     e.ok(&["check", "--read-data"]);
 }
 
@@ -241,7 +218,11 @@ fn a_snapshot_written_meanwhile_takes_marked_packs_back() {
     let data = random_bytes(12, 1 << 20);
     c.stdin.as_mut().unwrap().write_all(&data[..4096]).unwrap();
     for _ in 0..200 {
-        if std::fs::read_dir(e.repo().join("sessions")).unwrap().count() > 0 {
+        if std::fs::read_dir(e.repo().join("sessions"))
+            .unwrap()
+            .count()
+            > 0
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -252,7 +233,11 @@ fn a_snapshot_written_meanwhile_takes_marked_packs_back() {
     c.stdin.as_mut().unwrap().write_all(&data[4096..]).unwrap();
     drop(c.stdin.take());
     let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let s2 = v["snapshot_id"].as_str().unwrap().to_string();
     // Its blobs are either stored again or in the marked packs; the next prune must keep

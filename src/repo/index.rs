@@ -278,7 +278,10 @@ mod tests {
         b.extend_from_slice(&0u32.to_le_bytes());
         assert_eq!(IndexFile::decode(&b).unwrap(), IndexFile::default());
         b.extend_from_slice(&0u32.to_le_bytes());
-        assert!(IndexFile::decode(&b).is_err(), "version 1 has no marked section");
+        assert!(
+            IndexFile::decode(&b).is_err(),
+            "version 1 has no marked section"
+        );
     }
 
     #[test]

@@ -107,8 +107,10 @@ impl Session {
                     let (lock, cv) = &*stop;
                     let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
                     loop {
+                        // `_while` checks the flag before sleeping: a session ended before
+                        // this thread first got the lock must not keep `end` waiting a beat.
                         let (g, _) = cv
-                            .wait_timeout(stopped, REFRESH)
+                            .wait_timeout_while(stopped, REFRESH, |stopped| !*stopped)
                             .unwrap_or_else(|e| e.into_inner());
                         stopped = g;
                         if *stopped {
@@ -230,7 +232,10 @@ mod tests {
         assert!(b.list(FileKind::Session).unwrap().is_empty());
         let s = Session::begin(b.clone(), &k, "restore").unwrap();
         b.delete(FileKind::Session, &s.id().to_hex()).unwrap();
-        assert!(s.ensure_current().is_err(), "a removed session must not go on");
+        assert!(
+            s.ensure_current().is_err(),
+            "a removed session must not go on"
+        );
         drop(s);
         let s = Session::begin(b.clone(), &k, "check").unwrap();
         drop(s);

@@ -63,13 +63,15 @@ impl std::str::FromStr for MaxUnused {
                 .parse()
                 .map_err(|_| format!("{s:?} is not a percentage (e.g. 5%)"))?;
             if !(0.0..100.0).contains(&v) {
-                return Err(format!("{s:?}: the percentage must be at least 0 and below 100"));
+                return Err(format!(
+                    "{s:?}: the percentage must be at least 0 and below 100"
+                ));
             }
             return Ok(MaxUnused::Percent(v));
         }
-        crate::ops::parse_size(t).map(MaxUnused::Bytes).map_err(|_| {
-            format!("{s:?} is neither a percentage (5%), a size (2G) nor `unlimited`")
-        })
+        crate::ops::parse_size(t)
+            .map(MaxUnused::Bytes)
+            .map_err(|_| format!("{s:?} is neither a percentage (5%), a size (2G) nor `unlimited`"))
     }
 }
 
@@ -171,7 +173,11 @@ struct Sessions {
     described: HashMap<SessionId, String>,
 }
 
-fn list_sessions(repo: &Repository, own: Option<SessionId>, stale_after: Duration) -> Result<Sessions> {
+fn list_sessions(
+    repo: &Repository,
+    own: Option<SessionId>,
+    stale_after: Duration,
+) -> Result<Sessions> {
     let now = Utc::now();
     let (host, _) = crate::repo::whoami();
     let mut s = Sessions {
@@ -223,11 +229,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let snapshot_ids = mark_used(repo, &mut usage, &mut rep)?;
     let missing = usage.assign()?;
     if missing > 0 {
-        let sample: Vec<String> = usage
-            .missing_sample()?
-            .iter()
-            .map(BlobId::short)
-            .collect();
+        let sample: Vec<String> = usage.missing_sample()?.iter().map(BlobId::short).collect();
         return Err(Error::Invalid(format!(
             "{missing} blobs that snapshots use are in no pack (e.g. {}); prune stopped \
              without changing anything: run `cairn check` to see which snapshots are damaged",
@@ -432,7 +434,10 @@ fn decide(
         }
         fates.insert(p.id, fate);
     }
-    let mut unused: u64 = partly.iter().map(|p| p.size - p.used_bytes.min(p.size)).sum();
+    let mut unused: u64 = partly
+        .iter()
+        .map(|p| p.size - p.used_bytes.min(p.size))
+        .sum();
     let allowed = match opts.max_unused {
         MaxUnused::Unlimited => u64::MAX,
         MaxUnused::Bytes(b) => b,
@@ -498,7 +503,10 @@ fn repack(
     fates: &HashMap<PackId, Fate>,
     rep: &mut PruneReport,
 ) -> Result<u64> {
-    let chosen: Vec<&PackUse> = packs.iter().filter(|p| fates[&p.id] == Fate::Repack).collect();
+    let chosen: Vec<&PackUse> = packs
+        .iter()
+        .filter(|p| fates[&p.id] == Fate::Repack)
+        .collect();
     if chosen.is_empty() {
         return Ok(0);
     }
@@ -559,7 +567,10 @@ fn write_index(
     for g in groups {
         for p in packs.iter().filter(|p| fates[&p.id] == Fate::Wait(g.n)) {
             let blobs = usage.blobs_of(&p.id, false)?;
-            w.add(Some((g.marked_at, &g.sessions)), usage::index_pack(p, blobs))?;
+            w.add(
+                Some((g.marked_at, &g.sessions)),
+                usage::index_pack(p, blobs),
+            )?;
         }
     }
     // Deleted packs stay listed as marked until the next prune: if this run is killed before

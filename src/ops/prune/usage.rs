@@ -391,13 +391,22 @@ mod tests {
         let packs = u.packs().unwrap();
         let by = |i: u8| packs.iter().find(|p| p.id == PackId([i; 32])).unwrap();
         assert_eq!((by(0).used_blobs, by(0).group.is_some()), (1, true));
-        assert_eq!((by(1).blobs, by(1).used_blobs, by(1).used_bytes), (3, 2, 200));
+        assert_eq!(
+            (by(1).blobs, by(1).used_blobs, by(1).used_bytes),
+            (3, 2, 200)
+        );
         // Blob 3 is in packs 1 and 2; one copy is kept (the first pack by id).
         assert_eq!(by(2).used_blobs, 0);
         let g = u.groups().unwrap();
-        assert_eq!((g[0].marked_at, g[0].sessions.clone()), (7, vec![SessionId([9; 32])]));
+        assert_eq!(
+            (g[0].marked_at, g[0].sessions.clone()),
+            (7, vec![SessionId([9; 32])])
+        );
         let kept: Vec<_> = u.blobs_of(&PackId([1; 32]), true).unwrap();
-        assert_eq!(kept.iter().map(|e| e.id.0[0]).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            kept.iter().map(|e| e.id.0[0]).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
         assert_eq!(u.blobs_of(&PackId([1; 32]), false).unwrap().len(), 3);
         u.drop_pack(&PackId([0; 32])).unwrap();
         assert_eq!(u.packs().unwrap().len(), 2);
