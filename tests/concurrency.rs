@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Env, files_under, random_bytes};
+use common::{Env, files, random_bytes};
 
 /// Source state `i`: four of a sliding window of files, so each snapshot shares most of its
 /// data with the one before (the blobs a prune may be marking while it runs).
@@ -127,7 +127,7 @@ fn snapshots_and_prune_run_together_without_losing_data() {
         e.json(&["restore", id, "--target", t.to_str().unwrap()], 0);
         let restored = t.join(src.strip_prefix("/").unwrap());
         assert!(
-            files_under(&restored) == files_under(&src),
+            files(&restored) == files(&src),
             "snapshot {id} of {} restores bit-exact",
             src.display()
         );

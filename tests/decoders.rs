@@ -4,7 +4,7 @@
 
 use cairn::crypto::MasterKey;
 use cairn::crypto::keyfile::{KdfParams, KeyFile};
-use cairn::id::{BlobId, PackId};
+use cairn::id::{BlobId, PackId, SnapshotId};
 use cairn::repo::blob::{BlobType, open_blob, open_file, seal_blob, seal_file, unframe};
 use cairn::repo::config::{Compression, Config};
 use cairn::repo::index::{IndexFile, IndexPack};
@@ -182,6 +182,7 @@ fn snapshot_config_and_key_decoders() {
         parent: None,
         program_version: "cairn".into(),
         summary: Default::default(),
+        original: Some(SnapshotId([7; 32])),
     };
     let mut inputs = mangled(&snap.encode());
     inputs.extend(regressions("snapshot"));

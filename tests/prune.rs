@@ -7,12 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::{Env, files_under, random_bytes};
-
-fn write(dir: &Path, name: &str, data: &[u8]) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(name), data).unwrap();
-}
+use common::{Env, files, random_bytes, write};
 
 fn snap(e: &Env, dir: &Path) -> String {
     e.snapshot(&[dir])["snapshot_id"]
@@ -25,22 +20,14 @@ fn drop_snapshot(e: &Env, id: &str) {
     std::fs::remove_file(e.repo().join("snapshots").join(id)).unwrap();
 }
 
-fn pack_bytes(e: &Env) -> u64 {
-    e.repo_files()
-        .iter()
-        .filter(|(n, _)| n.starts_with("packs/"))
-        .map(|(_, s)| s)
-        .sum()
-}
-
 /// Restores snapshot `id` and compares it with `src` (the snapshot's only path).
 fn restores_exactly(e: &Env, id: &str, src: &Path, into: &str) {
     let target = e.path(into);
     e.json(&["restore", id, "--target", target.to_str().unwrap()], 0);
     let restored = target.join(src.strip_prefix("/").unwrap());
     assert_eq!(
-        files_under(&restored),
-        files_under(src),
+        files(&restored),
+        files(src),
         "snapshot {id} restores bit-exact"
     );
 }
@@ -59,13 +46,13 @@ fn unused_packs_are_deleted_and_kept_snapshots_restore() {
     std::fs::remove_file(a.join("old")).unwrap();
     write(&a, "new", &random_bytes(3, 1 << 20));
     let s2 = snap(&e, &a);
-    let before = pack_bytes(&e);
+    let before = e.pack_bytes();
     drop_snapshot(&e, &s1);
     let r = e.json(&["prune"], 0);
     assert_eq!(r["snapshots"], 1);
     assert!(r["packs_deleted"].as_u64().unwrap() >= 8, "{r}");
     assert_eq!(r["packs_waiting"], 0, "nothing else runs: deleted at once");
-    let after = pack_bytes(&e);
+    let after = e.pack_bytes();
     assert!(
         after + (3 << 20) <= before + (256 << 10),
         "the 3 MiB no snapshot uses came back: {before} -> {after}"
@@ -97,14 +84,14 @@ fn partly_used_packs_are_repacked() {
     // Within the tolerance: nothing is rewritten (s1's tree pack is deleted).
     let r = e.json(&["prune", "--max-unused", "unlimited"], 0);
     assert_eq!(r["packs_repacked"], 0);
-    let before = pack_bytes(&e);
+    let before = e.pack_bytes();
     let r = e.json(&["prune", "--dry-run", "--max-unused", "0%"], 0);
     assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
-    assert_eq!(pack_bytes(&e), before, "a dry run changes nothing");
+    assert_eq!(e.pack_bytes(), before, "a dry run changes nothing");
     let r = e.json(&["prune", "--max-unused", "0%"], 0);
     assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
     assert!(r["bytes_repacked"].as_u64().unwrap() >= 2 << 20);
-    let after = pack_bytes(&e);
+    let after = e.pack_bytes();
     assert!(after + (2 << 20) <= before + 4096, "{before} -> {after}");
     e.ok(&["check", "--read-data"]);
     restores_exactly(&e, &s2, &a, "r");
@@ -168,7 +155,7 @@ fn marked_packs_wait_for_running_sessions() {
     assert!(r["packs_marked"].as_u64().unwrap() >= 4, "{r}");
     assert_eq!(r["packs_deleted"], 0, "a session may rely on them: {r}");
     assert_eq!(r["waiting_for"].as_array().unwrap().len(), 1, "{r}");
-    let before = pack_bytes(&e);
+    let before = e.pack_bytes();
     // While it runs, another prune still waits; `check` is content.
     assert_eq!(e.json(&["prune"], 0)["packs_deleted"], 0);
     e.ok(&["check"]);
@@ -182,7 +169,7 @@ fn marked_packs_wait_for_running_sessions() {
     let r = e.json(&["prune"], 0);
     assert!(r["packs_deleted"].as_u64().unwrap() >= 4, "{r}");
     assert!(r["bytes_freed"].as_u64().unwrap() >= 1 << 20, "{r}");
-    assert!(pack_bytes(&e) < before);
+    assert!(e.pack_bytes() < before);
     e.ok(&["check", "--read-data"]);
 }
 

@@ -30,7 +30,7 @@ fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
     json!({
         "id": id, "short_id": id.short(), "time": s.time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         "host": s.hostname, "user": s.username, "paths": s.paths, "tags": s.tags,
-        "parent": s.parent, "tree": s.tree, "summary": s.summary, "program_version": s.program_version,
+        "parent": s.parent, "original": s.original, "tree": s.tree, "summary": s.summary, "program_version": s.program_version,
         "files_new": s.summary.files_new, "files_changed": s.summary.files_changed,
         "files_unmodified": s.summary.files_unmodified, "dirs": s.summary.dirs,
         "bytes_read": s.summary.bytes_read, "data_added": s.summary.data_added,

@@ -1,6 +1,7 @@
 //! Command-line interface: clap arguments → library options → one library call → text or JSON.
 
 mod check;
+mod copy;
 mod forget;
 mod inspect;
 mod key;
@@ -10,7 +11,7 @@ mod restore;
 mod snapshot;
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -79,6 +80,8 @@ enum Command {
     Tag(forget::TagArgs),
     /// Delete data no snapshot uses (two-phase: safe while other commands run).
     Prune(prune::PruneArgs),
+    /// Copy snapshots from another repository (re-encrypted; only missing data is sent).
+    Copy(copy::CopyArgs),
     /// Manage the repository's keys (passwords).
     Key(key::KeyArgs),
 }
@@ -120,35 +123,13 @@ impl Globals {
 
     /// The repository password from the first source that is set.
     pub fn password(&self) -> Result<Zeroizing<Vec<u8>>> {
-        if let Some(f) = &self.password_file {
-            let s = std::fs::read(f)
-                .with_context(|| format!("cannot read password file {}", f.display()))?;
-            return Ok(Zeroizing::new(first_line(&s)));
-        }
-        if let Some(p) = std::env::var_os("CAIRN_PASSWORD") {
-            use std::os::unix::ffi::OsStrExt;
-            return Ok(Zeroizing::new(p.as_bytes().to_vec()));
-        }
-        if let Some(cmd) = std::env::var_os("CAIRN_PASSWORD_COMMAND") {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(&cmd)
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .context("cannot run CAIRN_PASSWORD_COMMAND")?;
-            if !out.status.success() {
-                bail!("CAIRN_PASSWORD_COMMAND failed ({})", out.status);
-            }
-            return Ok(Zeroizing::new(first_line(&out.stdout)));
-        }
-        if std::io::stdin().is_terminal() {
-            let p = rpassword::prompt_password("repository password: ")
-                .context("cannot read the password")?;
-            return Ok(Zeroizing::new(p.into_bytes()));
-        }
-        bail!(
-            "no password given: use --password-file, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD or CAIRN_PASSWORD_COMMAND (no terminal to prompt on)"
-        )
+        read_password(&PasswordSources {
+            file: self.password_file.as_deref(),
+            env: "CAIRN_PASSWORD",
+            command_env: Some("CAIRN_PASSWORD_COMMAND"),
+            prompt: "repository password: ",
+            missing: "no password given: use --password-file, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD or CAIRN_PASSWORD_COMMAND (no terminal to prompt on)",
+        })
     }
 
     /// Opens the repository.
@@ -178,6 +159,53 @@ impl Globals {
             println!("{line}");
         }
     }
+}
+
+/// Where a password may come from, in order: a file, an environment variable, a command
+/// named by an environment variable, a prompt on a terminal.
+pub struct PasswordSources<'a> {
+    /// Password file (its first line), from an option or its environment variable.
+    pub file: Option<&'a Path>,
+    /// Variable holding the password itself.
+    pub env: &'a str,
+    /// Variable holding a shell command that prints the password, if this password has one.
+    pub command_env: Option<&'a str>,
+    /// Prompt shown on a terminal.
+    pub prompt: &'a str,
+    /// The error when none is set and there is no terminal.
+    pub missing: &'a str,
+}
+
+/// The password from the first of `s` that is set.
+pub fn read_password(s: &PasswordSources<'_>) -> Result<Zeroizing<Vec<u8>>> {
+    if let Some(f) = s.file {
+        let b = std::fs::read(f)
+            .with_context(|| format!("cannot read password file {}", f.display()))?;
+        return Ok(Zeroizing::new(first_line(&b)));
+    }
+    if let Some(p) = std::env::var_os(s.env) {
+        use std::os::unix::ffi::OsStrExt;
+        return Ok(Zeroizing::new(p.as_bytes().to_vec()));
+    }
+    if let Some(var) = s.command_env
+        && let Some(cmd) = std::env::var_os(var)
+    {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot run {var}"))?;
+        if !out.status.success() {
+            bail!("{var} failed ({})", out.status);
+        }
+        return Ok(Zeroizing::new(first_line(&out.stdout)));
+    }
+    if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password(s.prompt).context("cannot read the password")?;
+        return Ok(Zeroizing::new(p.into_bytes()));
+    }
+    bail!("{}", s.missing)
 }
 
 fn first_line(b: &[u8]) -> Vec<u8> {
@@ -228,6 +256,7 @@ pub fn run() -> Result<i32> {
         Command::Forget(a) => forget::forget(&g, *a),
         Command::Tag(a) => forget::tag(&g, a),
         Command::Prune(a) => prune::run(&g, a),
+        Command::Copy(a) => copy::run(&g, a),
         Command::Key(a) => key::run(&g, a),
     }
 }

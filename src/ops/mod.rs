@@ -3,6 +3,7 @@
 
 pub mod browse;
 pub mod check;
+pub mod copy;
 pub mod diff;
 pub mod forget;
 pub mod pattern;

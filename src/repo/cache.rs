@@ -4,6 +4,10 @@
 //! disposable — deleting it changes no result, only speed — and it mirrors `index/` exactly:
 //! a blob enters the cache only together with the index file that names it, so the cache
 //! never claims a blob that a crash left unindexed.
+//!
+//! One table is not a mirror: `copy_map`, the ids that `copy` gave blobs of other
+//! repositories here. It only saves work (a lost entry costs a re-read of the source blob),
+//! and an entry is trusted only while the blob it names is indexed here.
 
 use std::path::{Path, PathBuf};
 
@@ -36,8 +40,8 @@ pub struct Cache {
 }
 
 /// Bumped whenever the tables change; an older cache is emptied and rebuilt (it is only a
-/// mirror of `index/`).
-const SCHEMA_VERSION: i64 = 2;
+/// mirror of `index/` and a memo of `copy`).
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -48,6 +52,8 @@ CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY, blob_type INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL, offset INTEGER NOT NULL,
                                   length INTEGER NOT NULL, raw_len INTEGER NOT NULL,
                                   marked INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS copy_map (src_repo BLOB NOT NULL, src_id BLOB NOT NULL, dst_id BLOB NOT NULL,
+                                     PRIMARY KEY (src_repo, src_id)) WITHOUT ROWID;
 ";
 
 impl Cache {
@@ -69,7 +75,8 @@ impl Cache {
         if version != SCHEMA_VERSION {
             conn.execute_batch(&format!(
                 "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs; \
-                 DROP TABLE IF EXISTS index_files; PRAGMA user_version = {SCHEMA_VERSION};"
+                 DROP TABLE IF EXISTS index_files; DROP TABLE IF EXISTS copy_map; \
+                 PRAGMA user_version = {SCHEMA_VERSION};"
             ))
             .map_err(wrap)?;
         }
@@ -159,10 +166,13 @@ impl Cache {
     /// Starts replacing the whole mirror: everything is forgotten, then re-added by
     /// [`add_index_file`](Self::add_index_file), inside one transaction ended by
     /// [`commit_rebuild`](Self::commit_rebuild) or [`abort_rebuild`](Self::abort_rebuild).
+    /// A rebuild follows a prune, which may have deleted blobs that only unused trees still
+    /// name: the copy memo, which trusts a mapped tree without walking it, is dropped too.
     pub fn begin_rebuild(&self) -> Result<()> {
         self.conn
             .execute_batch(
-                "BEGIN IMMEDIATE; DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;",
+                "BEGIN IMMEDIATE; DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files; \
+                 DELETE FROM copy_map;",
             )
             .map_err(|e| self.err(e))
     }
@@ -177,11 +187,55 @@ impl Cache {
         let _ = self.conn.execute_batch("ROLLBACK");
     }
 
-    /// Forgets everything (used when index files disappeared from the repository).
+    /// Forgets the mirror of the index (used when index files disappeared from the
+    /// repository). The copy memo stays: its entries are checked against the rebuilt mirror
+    /// when used, and recomputing them means reading the source repositories again.
     pub fn clear(&self) -> Result<()> {
         self.conn
             .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;")
             .map_err(|e| self.err(e))
+    }
+
+    /// The id that `copy` gave here to blob `src_id` of the repository `src_repo`, if it
+    /// recorded one. The caller must check that the blob is still stored ([`Cache::contains`])
+    /// before relying on it: a prune may have deleted it since.
+    pub fn copy_lookup(&self, src_repo: &[u8], src_id: &BlobId) -> Result<Option<BlobId>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT dst_id FROM copy_map WHERE src_repo = ?1 AND src_id = ?2")
+            .map_err(|e| self.err(e))?;
+        let row: Option<Vec<u8>> = st
+            .query_row(params![src_repo, &src_id.0[..]], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.and_then(|b| BlobId::from_slice(&b)))
+    }
+
+    /// Records, in one transaction, the ids that `copy` gave here to blobs of the repository
+    /// `src_repo` (source id, id here). Call only once those blobs are indexed here.
+    pub fn copy_record<'a>(
+        &mut self,
+        src_repo: &[u8],
+        pairs: impl IntoIterator<Item = (&'a BlobId, &'a BlobId)>,
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let wrap = |source| Error::Cache {
+            path: path.clone(),
+            err: source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO copy_map (src_repo, src_id, dst_id) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(wrap)?;
+            for (src, dst) in pairs {
+                st.execute(params![src_repo, &src.0[..], &dst.0[..]])
+                    .map_err(wrap)?;
+            }
+        }
+        tx.commit().map_err(wrap)
     }
 
     /// Where a blob is, if indexed.
@@ -426,5 +480,38 @@ mod tests {
         let c = Cache::open(&p).unwrap();
         assert!(c.known_index_files().unwrap().is_empty());
         assert!(!c.contains(&BlobId([1; 32])).unwrap());
+        assert!(c.copy_lookup(b"r", &BlobId([1; 32])).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_copy_memo_is_per_source_and_goes_with_a_rebuild() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Cache::open(&d.path().join("c.sqlite")).unwrap();
+        let (a, b) = (BlobId([1; 32]), BlobId([2; 32]));
+        c.copy_record(b"one", [(&a, &b)]).unwrap();
+        assert_eq!(c.copy_lookup(b"one", &a).unwrap(), Some(b));
+        assert_eq!(c.copy_lookup(b"two", &a).unwrap(), None, "keyed by source");
+        assert_eq!(c.copy_lookup(b"one", &b).unwrap(), None);
+        // A later copy may give the blob another id (the first one was pruned).
+        let b2 = BlobId([3; 32]);
+        c.copy_record(b"one", [(&a, &b2)]).unwrap();
+        assert_eq!(c.copy_lookup(b"one", &a).unwrap(), Some(b2));
+        c.clear().unwrap();
+        assert_eq!(c.copy_lookup(b"one", &a).unwrap(), Some(b2));
+        // A rebuild (after a prune) drops it; a dropped rebuild keeps it.
+        c.begin_rebuild().unwrap();
+        c.abort_rebuild();
+        assert_eq!(c.copy_lookup(b"one", &a).unwrap(), Some(b2));
+        c.begin_rebuild().unwrap();
+        c.commit_rebuild().unwrap();
+        assert_eq!(c.copy_lookup(b"one", &a).unwrap(), None);
+        c.copy_record(b"one", [(&a, &b2)]).unwrap();
+        drop(c);
+        // A cache of another schema version loses it with everything else.
+        let conn = Connection::open(d.path().join("c.sqlite")).unwrap();
+        conn.execute_batch("PRAGMA user_version = 2").unwrap();
+        drop(conn);
+        let c = Cache::open(&d.path().join("c.sqlite")).unwrap();
+        assert_eq!(c.copy_lookup(b"one", &a).unwrap(), None);
     }
 }

@@ -164,18 +164,26 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
 
     /// Hashes, seals and adds one blob (used for trees and small inputs); returns its id.
     pub fn save(&mut self, t: BlobType, data: &[u8]) -> Result<BlobId> {
+        self.save_new(t, data).map(|(id, _)| id)
+    }
+
+    /// Like [`save`](Self::save), and also tells whether this call stored the blob (`false`:
+    /// it was stored already, or claimed earlier in this run), for callers that count
+    /// what they sent.
+    pub fn save_new(&mut self, t: BlobType, data: &[u8]) -> Result<(BlobId, bool)> {
         let id = self.repo.key().blob_id(data);
-        if self.claims.claim(&id)? {
-            let sealed = seal_blob(
-                self.repo.key(),
-                t,
-                &id,
-                data,
-                self.repo.config().compression,
-            );
-            self.add_claimed(t, id, sealed, data.len())?;
+        if !self.claims.claim(&id)? {
+            return Ok((id, false));
         }
-        Ok(id)
+        let sealed = seal_blob(
+            self.repo.key(),
+            t,
+            &id,
+            data,
+            self.repo.config().compression,
+        );
+        self.add_claimed(t, id, sealed, data.len())?;
+        Ok((id, true))
     }
 
     fn stop(&mut self) -> Result<()> {

@@ -107,12 +107,10 @@ impl Session {
                     let (lock, cv) = &*stop;
                     let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
                     loop {
-                        // Checked before waiting too: the stop may come before the first wait.
-                        if *stopped {
-                            return;
-                        }
+                        // `_while` checks the flag before sleeping: a session ended before
+                        // this thread first got the lock must not keep `end` waiting a beat.
                         let (g, _) = cv
-                            .wait_timeout(stopped, REFRESH)
+                            .wait_timeout_while(stopped, REFRESH, |stopped| !*stopped)
                             .unwrap_or_else(|e| e.into_inner());
                         stopped = g;
                         if *stopped {

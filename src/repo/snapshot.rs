@@ -66,6 +66,11 @@ pub struct Snapshot {
     /// Run figures.
     #[serde(default)]
     pub summary: Summary,
+    /// For a copy made by `copy`: the snapshot it was copied from, in the repository where
+    /// that snapshot was first taken. Lets `copy` recognise what it already copied, since a
+    /// copy's id (the hash of a file sealed under another key) says nothing of its origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
 }
 
 impl Snapshot {
@@ -90,7 +95,7 @@ mod tests {
         #[test]
         fn round_trip(secs in 0i64..4_000_000_000, ns in 0u32..1_000_000_000, paths in proptest::collection::vec(".{0,30}", 0..4),
                       tags in proptest::collection::vec("[a-z-]{1,10}", 0..4), host in ".{0,20}", parent in proptest::option::of(any::<[u8; 32]>()),
-                      files in any::<u64>()) {
+                      files in any::<u64>(), original in proptest::option::of(any::<[u8; 32]>())) {
             let s = Snapshot {
                 time: Utc.timestamp_opt(secs, ns).unwrap(),
                 tree: BlobId([3; 32]),
@@ -98,6 +103,7 @@ mod tests {
                 parent: parent.map(SnapshotId),
                 program_version: "cairn 0".into(),
                 summary: Summary { files_new: files, ..Summary::default() },
+                original: original.map(SnapshotId),
             };
             prop_assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
         }

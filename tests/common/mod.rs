@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests: run the real `cairn` binary against temporary repositories.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -23,6 +24,20 @@ impl Env {
     /// Like [`Env::new`], with more `init` arguments.
     pub fn with_init_args(extra: &[&str]) -> Env {
         let e = Env::bare();
+        e.init(extra);
+        e
+    }
+
+    /// Like [`Env::new`], with another password.
+    pub fn with_password(password: &str) -> Env {
+        let mut e = Env::bare();
+        e.password = password.into();
+        e.init(&[]);
+        e
+    }
+
+    /// Initialises the repository (cheap KDF, small chunks) with more `init` arguments.
+    fn init(&self, extra: &[&str]) {
         let mut args = vec!["init", "--kdf-memory", "64", "--kdf-iterations", "1"];
         args.extend([
             "--chunk-min",
@@ -33,8 +48,7 @@ impl Env {
             "256K",
         ]);
         args.extend_from_slice(extra);
-        e.ok(&args);
-        e
+        self.ok(&args);
     }
 
     /// Adds a key for `password` (cheap KDF) and returns its id.
@@ -173,6 +187,15 @@ impl Env {
             .collect()
     }
 
+    /// Total size of the repository's packs.
+    pub fn pack_bytes(&self) -> u64 {
+        self.repo_files()
+            .iter()
+            .filter(|(n, _)| n.starts_with("packs/"))
+            .map(|(_, s)| s)
+            .sum()
+    }
+
     /// Every file of the repository with its size.
     pub fn repo_files(&self) -> Vec<(String, u64)> {
         let mut out = Vec::new();
@@ -219,10 +242,9 @@ pub fn added(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<String> {
         .collect()
 }
 
-/// Every regular file under `root` by relative path, with its content: two trees are equal
-/// when these are.
-pub fn files_under(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
+/// Every regular file under `root` by relative path, with its content.
+pub fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
@@ -237,4 +259,11 @@ pub fn files_under(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
         }
     }
     out
+}
+
+/// Writes `data` to `dir/name`, creating the folders on the way.
+pub fn write(dir: &Path, name: &str, data: &[u8]) {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
 }

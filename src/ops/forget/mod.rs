@@ -262,6 +262,7 @@ mod tests {
             parent: None,
             program_version: "cairn test".into(),
             summary: Summary::default(),
+            original: None,
         };
         (SnapshotId(crate::id::file_hash(seed.as_bytes())), snap)
     }

@@ -184,6 +184,7 @@ pub fn snapshot(
         parent: parent.as_ref().map(|p| p.0),
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary: summary.clone(),
+        original: None,
     };
     // Last: the snapshot file, once everything it references is durable and indexed.
     let snapshot_id = match &session {
