@@ -299,7 +299,19 @@ fn forget_needs_a_policy_and_accepts_ids() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no policy"));
     let id = h.names.keys().next().unwrap().clone();
-    let v = h.e.json(&["forget", &id[..12]], 0);
+    for mixed in [
+        vec!["forget", &id[..12], "--keep-last", "1"],
+        vec!["forget", &id[..12], "--host", "web"],
+    ] {
+        let o = h.e.run(&mixed);
+        assert_eq!(o.status.code(), Some(1), "{mixed:?}");
+    }
+    let v = h.e.json(&["forget", &id[..12], &id[..14]], 0);
+    assert_eq!(
+        v["remove"].as_array().unwrap().len(),
+        1,
+        "named twice, removed once"
+    );
     assert_eq!(v["remove"][0], id.as_str());
     assert_eq!(
         h.e.json(&["snapshots"], 0).as_array().unwrap().len(),

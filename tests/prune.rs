@@ -61,10 +61,24 @@ fn unused_packs_are_deleted_and_kept_snapshots_restore() {
     assert!(r["bytes_freed"].as_u64().unwrap() >= before - after, "{r}");
     e.ok(&["check", "--read-data"]);
     restores_exactly(&e, &s2, &a, "r");
-    // A second prune has nothing to do.
+    // A second prune has nothing to do, and leaves the index files as they are (so no
+    // host has to rebuild its cache).
+    let index = |e: &Env| -> Vec<String> {
+        e.repo_files()
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("index/"))
+            .map(|(n, _)| n)
+            .collect()
+    };
+    let before_index = index(&e);
     let r = e.json(&["prune"], 0);
     assert_eq!(r["packs_deleted"], 0);
     assert_eq!(r["packs_marked"], 0);
+    assert_eq!(index(&e), before_index);
+    // A stale-session margin shorter than the refresh interval is refused.
+    let o = e.run(&["prune", "--stale-after", "1m"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--stale-after must be at least"));
     // And a new snapshot still works, deduplicating against what was kept.
     let s3 = e.snapshot(&[&a]);
     assert_eq!(s3["data_added"], 0, "{s3}");

@@ -3,7 +3,8 @@
 //! The contract is the one object stores give: whole-object `put` that is atomic (a reader
 //! sees all of the bytes or none), `get` and `get_range`, `list` with sizes, `delete`. No
 //! renames, appends or in-place edits, so every repository file is immutable once written and
-//! a repeated `put` of the same content-named file is harmless.
+//! a repeated `put` of the same content-named file is harmless. (Session files are the one
+//! exception: a running command rewrites its own, whole, to show it is alive.)
 
 mod local;
 mod memory;

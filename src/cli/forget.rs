@@ -141,10 +141,19 @@ pub fn forget(g: &Globals, a: ForgetArgs) -> Result<i32> {
         let p = plan(&snaps, &policies, &filter, by, &chrono::Local)?;
         (p.remove.clone(), Some(p))
     } else {
+        if a.policy_file.is_some() || !a.policy()?.is_empty() || a.group_by.is_some() {
+            bail!("give snapshot ids or a policy (--keep-*, --policy-file, --group-by), not both");
+        }
+        if !(a.tags.is_empty() && a.hosts.is_empty() && a.paths.is_empty()) {
+            bail!(
+                "--tag, --host and --path select snapshots for a policy; they cannot narrow a list of ids"
+            );
+        }
         let mut ids: Vec<SnapshotId> = Vec::new();
         for r in &a.snapshots {
             ids.push(repo.resolve_snapshot(r)?.0);
         }
+        ids.sort();
         ids.dedup();
         (ids, None)
     };

@@ -262,9 +262,16 @@ pub fn cat(g: &Globals, a: CatArgs) -> Result<i32> {
                 bail!("give a full 64-digit index id")
             };
             let f = repo.load_index(&id)?;
-            json!({ "id": id, "packs": f.packs.iter().map(|p| json!({
-                "id": p.id, "size": p.size, "type": p.blob_type.as_str(),
-                "blobs": p.blobs.iter().map(|b| json!({"id": b.id.to_hex(), "offset": b.offset, "length": b.length, "raw_length": b.raw_len})).collect::<Vec<_>>(),
+            let packs = |packs: &[cairn::repo::index::IndexPack]| {
+                packs.iter().map(|p| json!({
+                    "id": p.id, "size": p.size, "type": p.blob_type.as_str(),
+                    "blobs": p.blobs.iter().map(|b| json!({"id": b.id.to_hex(), "offset": b.offset, "length": b.length, "raw_length": b.raw_len})).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>()
+            };
+            json!({ "id": id, "packs": packs(&f.packs), "marked": f.marked.iter().map(|g| json!({
+                "marked_at": g.marked_at,
+                "sessions": g.sessions.iter().map(|s| s.to_hex()).collect::<Vec<_>>(),
+                "packs": packs(&g.packs),
             })).collect::<Vec<_>>() })
         }
     };

@@ -41,6 +41,7 @@ pub fn ls(
 
 /// Writes the content of the file at `path` to `out`, verifying every blob.
 pub fn dump(repo: &Repository, root: &BlobId, path: &Path, out: &mut dyn Write) -> Result<u64> {
+    let _session = repo.begin_reader_session("dump");
     let node = find(repo, root, path)?
         .ok_or_else(|| Error::Invalid("dump needs a file path, not the snapshot root".into()))?;
     if node.kind != NodeKind::File {

@@ -33,6 +33,9 @@ pub struct Retagged {
 /// Applies `change` to each snapshot; snapshots whose tags would not change are left as
 /// they are and not reported.
 pub fn retag(repo: &Repository, refs: &[String], change: &TagChange) -> Result<Vec<Retagged>> {
+    // The new file references trees a concurrent prune may be marking (if the old file is
+    // forgotten meanwhile): announce it like any writer.
+    let session = repo.begin_session("tag")?;
     let mut out = Vec::new();
     for r in refs {
         let (old, mut snap) = repo.resolve_snapshot(r)?;
@@ -47,9 +50,18 @@ pub fn retag(repo: &Repository, refs: &[String], change: &TagChange) -> Result<V
             continue;
         }
         snap.tags = tags.clone();
+        // As restic does: the rewritten snapshot remembers the one it replaces, so that
+        // `copy` still knows it was copied.
+        snap.original = snap.original.or(Some(old));
+        if let Some(s) = &session {
+            s.ensure_current()?;
+        }
         let new = repo.save_snapshot(&snap)?;
         repo.delete_snapshot(&old)?;
         out.push(Retagged { old, new, tags });
+    }
+    if let Some(s) = session {
+        s.end()?;
     }
     Ok(out)
 }

@@ -1,7 +1,8 @@
 //! Writer sessions: how `prune` learns who may still rely on what it is about to delete.
 //!
-//! Every run that can make a new snapshot reference existing blobs (snapshot, copy) or that
-//! reads packs for a while (restore, check, prune) announces itself with a small sealed file
+//! Every run that can make a new snapshot reference existing blobs (snapshot, copy, tag) or
+//! that reads packs for a while (restore, dump, check, prune) announces itself with a small
+//! sealed file
 //! `sessions/ID`, refreshed every [`REFRESH`] while it runs and deleted when it ends. Sessions
 //! never block anything: `prune` only *marks* packs that no snapshot needs, records which
 //! sessions were running at that moment, and deletes a marked pack in a later run once every
@@ -114,6 +115,11 @@ impl Session {
                             .unwrap_or_else(|e| e.into_inner());
                         stopped = g;
                         if *stopped {
+                            return;
+                        }
+                        // A prune that judged the session over removed its file: putting it
+                        // back would hide that from `ensure_current`.
+                        if let Ok(None) = backend.stat(FileKind::Session, &id.to_hex()) {
                             return;
                         }
                         info.refreshed = Utc::now();

@@ -37,6 +37,7 @@ use crate::repo::Repository;
 use crate::repo::blob::open_blob;
 use crate::repo::index::{IndexFile, IndexPack, MarkedGroup};
 use crate::repo::saver::BlobSaver;
+use crate::repo::session::REFRESH;
 use crate::tree::NodeKind;
 use usage::{PackUse, Usage};
 
@@ -139,7 +140,7 @@ pub struct PruneReport {
     pub waiting_for: Vec<String>,
     /// Session files removed because their run is over.
     pub stale_sessions_removed: u64,
-    /// Index files written and removed.
+    /// Index files written with the new index (repacked packs are indexed apart).
     pub index_written: u64,
     /// Index files removed.
     pub index_removed: u64,
@@ -211,6 +212,14 @@ fn list_sessions(
 /// Runs a prune.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let started = Instant::now();
+    if opts.stale_after < 2 * REFRESH {
+        return Err(Error::Invalid(format!(
+            "--stale-after must be at least {} minutes: running commands refresh their session \
+             every {} minutes, and a shorter margin would take them for gone",
+            2 * REFRESH.as_secs() / 60,
+            REFRESH.as_secs() / 60
+        )));
+    }
     let session = if opts.dry_run {
         None
     } else {
@@ -224,12 +233,16 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     };
     // 1. Sessions first: any that has ended by now wrote its snapshot before it ended.
     let before = list_sessions(repo, own, opts.stale_after)?;
+    // Removed at once, before anything is decided: a suspended run that resumes from now on
+    // finds its session gone and writes nothing.
+    if !opts.dry_run {
+        remove_sessions(repo, &before.dead, &mut rep)?;
+    }
     // 2-3. Snapshots, then the index: every listed snapshot's blobs are in an index file
     // read after it (index files are written before their snapshot).
     let listed = repo.snapshot_ids()?;
     repo.sync_index()?;
-    let mut usage = Usage::new()?;
-    let old_index = load_index(repo, &mut usage)?;
+    let (mut usage, old_index) = load_index(repo)?;
     let snapshot_ids = mark_used(repo, &mut usage, listed, &mut rep)?;
     let missing = usage.assign()?;
     if missing > 0 {
@@ -245,9 +258,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let packs = usage.packs()?;
     let groups = usage.groups()?;
     let now = Utc::now().timestamp();
+    // (A group whose packs are all gone is left as it is: nothing is decided about it.)
     let unsettled: HashSet<i64> = groups
         .iter()
         .filter(|g| g.sessions.contains(&UNSETTLED))
+        .filter(|g| packs.iter().any(|p| p.group == Some(g.n)))
         .map(|g| g.n)
         .collect();
     let mut fates = decide(&packs, &unsettled, opts, &mut rep);
@@ -265,8 +280,31 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             }
         }
     }
+    let to_repack = fates.values().filter(|f| **f == Fate::Repack).count() as u64;
     if opts.dry_run {
+        // A real run would delete new marks at once if nothing else runs.
+        if before.live.is_empty() && opts.keep_marked.is_zero() {
+            for f in fates.values_mut() {
+                if matches!(*f, Fate::Mark | Fate::Repack) {
+                    *f = Fate::Delete;
+                }
+            }
+        }
         tally(&packs, &fates, &mut rep);
+        rep.packs_repacked = to_repack;
+        rep.duration_s = started.elapsed().as_secs_f64();
+        return Ok(rep);
+    }
+    if unsettled.is_empty()
+        && fates
+            .values()
+            .all(|f| matches!(f, Fate::Keep | Fate::Wait(_)))
+    {
+        // Nothing changes: the index stays as it is, and so does every host's cache.
+        tally(&packs, &fates, &mut rep);
+        if let Some(s) = session {
+            s.end()?;
+        }
         rep.duration_s = started.elapsed().as_secs_f64();
         return Ok(rep);
     }
@@ -282,6 +320,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     // 7. Who may have seen the old index? Record them with the new marks.
     let after = list_sessions(repo, own, opts.stale_after)?;
+    let newly_dead: Vec<SessionId> = after
+        .dead
+        .iter()
+        .filter(|s| !before.dead.contains(s))
+        .copied()
+        .collect();
+    remove_sessions(repo, &newly_dead, &mut rep)?;
     let quiet = after.live.is_empty() && opts.keep_marked.is_zero() && {
         let now_ids: HashSet<SnapshotId> = repo.snapshot_ids()?.into_iter().collect();
         now_ids.is_subset(&snapshot_ids)
@@ -310,11 +355,6 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             repo.backend().delete(FileKind::Pack, &p.id.to_hex())?;
         }
     }
-    let dead: HashSet<&SessionId> = before.dead.iter().chain(&after.dead).collect();
-    for s in dead {
-        repo.backend().delete(FileKind::Session, &s.to_hex())?;
-        rep.stale_sessions_removed += 1;
-    }
     repo.sync_index()?;
     if let Some(s) = session {
         s.end()?;
@@ -323,9 +363,31 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     Ok(rep)
 }
 
-/// Reads every index file into `usage`; forgets packs that no longer exist (a marked pack
-/// deleted by a prune killed before it rewrote the index). Returns the files read.
-fn load_index(repo: &Repository, usage: &mut Usage) -> Result<Vec<IndexId>> {
+/// Removes the session files of runs that are over.
+fn remove_sessions(repo: &Repository, dead: &[SessionId], rep: &mut PruneReport) -> Result<()> {
+    for s in dead {
+        repo.backend().delete(FileKind::Session, &s.to_hex())?;
+        rep.stale_sessions_removed += 1;
+    }
+    Ok(())
+}
+
+/// Reads every index file into a new usage database; forgets packs that no longer exist (a
+/// marked pack deleted by a prune killed before it rewrote the index). Returns the database
+/// and the files read. Another prune may replace index files meanwhile: a file that vanishes
+/// under the listing makes the listing stale, and it is read again.
+fn load_index(repo: &Repository) -> Result<(Usage, Vec<IndexId>)> {
+    let mut tries = 0;
+    loop {
+        match load_index_once(repo) {
+            Err(Error::Missing(_)) if tries < 10 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
+fn load_index_once(repo: &Repository) -> Result<(Usage, Vec<IndexId>)> {
+    let mut usage = Usage::new()?;
     let stored: HashSet<String> = repo
         .backend()
         .list(FileKind::Pack)?
@@ -337,12 +399,16 @@ fn load_index(repo: &Repository, usage: &mut Usage) -> Result<Vec<IndexId>> {
         let Ok(id) = name.parse::<IndexId>() else {
             continue;
         };
-        let f = repo.load_index(&id).map_err(|e| {
-            Error::Invalid(format!(
-                "{e}; prune stopped without changing anything (it must read every index file: \
-                 run `cairn check`)"
-            ))
-        })?;
+        let f = match repo.load_index(&id) {
+            Ok(f) => f,
+            Err(e @ Error::Missing(_)) => return Err(e),
+            Err(e) => {
+                return Err(Error::Invalid(format!(
+                    "{e}; prune stopped without changing anything (it must read every index \
+                     file: run `cairn check`)"
+                )));
+            }
+        };
         usage.batch(|u| u.add_index(&f))?;
         ids.push(id);
     }
@@ -354,7 +420,7 @@ fn load_index(repo: &Repository, usage: &mut Usage) -> Result<Vec<IndexId>> {
         }
         Ok(())
     })?;
-    Ok(ids)
+    Ok((usage, ids))
 }
 
 /// Walks every snapshot's trees, each tree once, recording the blobs used.
@@ -481,7 +547,6 @@ fn tally(packs: &[PackUse], fates: &HashMap<PackId, Fate>, rep: &mut PruneReport
                 rep.packs_after += 1;
             }
             Fate::Repack => {
-                rep.packs_repacked += 1;
                 rep.packs_waiting += 1;
                 rep.bytes_waiting += p.size;
             }
@@ -652,7 +717,12 @@ fn rewrite_new_group(
     new_group: i64,
 ) -> Result<()> {
     for id in written {
-        let mut f = repo.load_index(id)?;
+        let mut f = match repo.load_index(id) {
+            Ok(f) => f,
+            // Replaced by another prune, which carried the group over as unsettled.
+            Err(Error::Missing(_)) => continue,
+            Err(e) => return Err(e),
+        };
         let mut changed = false;
         for g in &mut f.marked {
             if g.marked_at == new_group && g.sessions == [UNSETTLED] {
