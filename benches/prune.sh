@@ -5,7 +5,8 @@
 #
 # Env: SNAPS (history length, default 2000), KEEP_LAST (kept by forget, default 100),
 #      FILES (files in the source, default 200), CHANGE (files rewritten before each snapshot,
-#      default 2), SIZE (bytes per file, default 65536), CAIRN_BIN (else a release build).
+#      default 2), SIZE (bytes per file, default 65536), CAIRN_BIN (else a release build),
+#      HISTORY=reuse (measure again on the history a previous run kept in WORKDIR/pristine).
 #
 # The source holds FILES files of SIZE random bytes; before each snapshot CHANGE of them (chosen
 # by the snapshot number) get new random content, then cairn and restic each take a snapshot of
@@ -32,12 +33,19 @@ else
   (cd "$ROOT" && cargo build --release --locked -q)
   CAIRN="$ROOT/target/release/cairn"
 fi
-rm -rf "$W"
-mkdir -p "$W/src"
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
 export CAIRN_CACHE_DIR="$W/cairn-cache" RESTIC_CACHE_DIR="$W/restic-cache"
 C=("$CAIRN" -r "$W/cairn-repo" -q)
 R=(restic -r "$W/restic-repo" -q)
+if [ "${HISTORY:-}" = reuse ]; then
+  [ -d "$W/pristine/cairn-repo" ] || { echo "prune.sh: no pristine history in $W" >&2; exit 1; }
+  log "reusing the history in $W/pristine"
+  rm -rf "$W/cairn-repo" "$W/restic-repo" "$W/cairn-cache" "$W/restic-cache"
+  cp -a "$W/pristine/cairn-repo" "$W/pristine/restic-repo" "$W/"
+  SNAPS=$(ls "$W/cairn-repo/snapshots" | wc -l)
+else
+rm -rf "$W"
+mkdir -p "$W/src"
 "${C[@]}" init
 "${R[@]}" init >/dev/null
 for ((f = 0; f < FILES; f++)); do head -c "$SIZE" /dev/urandom > "$W/src/f$f"; done
@@ -50,6 +58,13 @@ for ((i = 0; i < SNAPS; i++)); do
   "${R[@]}" backup "$W/src" >/dev/null
   (( i % 200 == 0 )) && log "snapshot $i"
 done
+fi
+# A pristine copy of the history, so that a re-run with HISTORY=reuse measures again without
+# rebuilding it (minutes).
+if [ "${HISTORY:-}" != reuse ]; then
+  rm -rf "$W/pristine" && mkdir -p "$W/pristine"
+  cp -a "$W/cairn-repo" "$W/restic-repo" "$W/pristine/"
+fi
 TSV="$W/prune.tsv"
 : > "$TSV"
 measure() { # tool step command...
