@@ -93,6 +93,8 @@ fn operations_report_all_their_work() {
         &repo,
         &CheckOptions {
             read_data: Some(DataSubset::All),
+            max_age: None,
+            now: None,
             progress: sink,
         },
     )

@@ -12,23 +12,33 @@ pub struct CheckArgs {
     /// Also read and verify all pack data.
     #[arg(long)]
     read_data: bool,
-    /// Read only a subset of packs: N% (random) or n/t (group n of t; implies --read-data).
+    /// Read only part of the packs (implies --read-data): N% (at random), n/t (group n of
+    /// t), or a size such as 5G (oldest proof first). With --max-age, N%, n/t and a size are a
+    /// budget for this run.
     #[arg(long, value_parser = DataSubset::parse)]
     read_data_subset: Option<DataSubset>,
+    /// Read only packs never proven, or last proven longer ago than this (e.g. 30d), oldest
+    /// proof first (implies --read-data). Proofs are kept in the local cache.
+    #[arg(long, value_parser = super::parse_duration)]
+    max_age: Option<std::time::Duration>,
 }
 
 pub fn run(g: &Globals, a: CheckArgs) -> Result<i32> {
     let repo = g.open()?;
-    let read_data = a.read_data_subset.or(if a.read_data {
-        Some(DataSubset::All)
-    } else {
-        None
-    });
+    let read_data = a
+        .read_data_subset
+        .or(if a.read_data || a.max_age.is_some() {
+            Some(DataSubset::All)
+        } else {
+            None
+        });
     let (progress, bar) = super::progress::bar(g, "check", "packs");
     let r = check(
         &repo,
         &CheckOptions {
             read_data,
+            max_age: a.max_age,
+            now: None,
             progress,
         },
     );
@@ -53,9 +63,24 @@ pub fn run(g: &Globals, a: CheckArgs) -> Result<i32> {
         ));
         if read_data.is_some() {
             g.say(format!(
-                "{} packs read, {} blobs verified",
-                r.packs_read, r.blobs_read
+                "{} packs read ({}), {} blobs verified",
+                r.packs_read,
+                super::human(r.bytes_read),
+                r.blobs_read
             ));
+            if r.packs_due > 0 {
+                g.say(format!(
+                    "{} packs are due and left for the next runs",
+                    r.packs_due
+                ));
+            }
+            match (r.packs_unproven, r.oldest_proof) {
+                (0, Some(t)) => g.say(format!(
+                    "every pack proven; oldest proof {}",
+                    t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M")
+                )),
+                (n, _) => g.say(format!("{n} packs never proven yet")),
+            }
         }
         if r.errors.is_empty() {
             g.say("no errors found");

@@ -6,9 +6,20 @@
 //! is indexed. Trees already proven are skipped: snapshots share most of them.
 //! With `--read-data`: every selected pack is read whole, its name hash checked, its header
 //! authenticated and compared with the index, and every blob in it opened and re-hashed.
+//!
+//! Packs are immutable and named by their hash, so a pack proven once stays proven until it
+//! is read again: each proof is recorded with its time in the cache's verification ledger.
+//! `max_age` reads only packs never proven or proven longer ago, oldest proof first, and a
+//! size or share of the repository caps what one run reads. A daily
+//! `--read-data --max-age 30d --read-data-subset 4%` thus reads about a 25th of the
+//! repository each day and proves every pack at least once every 30 days; losing the cache
+//! only means reading more.
 
 use crate::ops::progress::ProgressSink;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -29,12 +40,16 @@ pub enum DataSubset {
     /// Packs whose id (first 32 bits) falls in group `n` of `t` (1-based), so that `1/t` … `t/t`
     /// on successive runs read the whole repository.
     Group(u32, u32),
-    /// This fraction (0–1) of the packs, chosen at random.
+    /// This fraction (0–1) of the packs, chosen at random; with a maximum age, this share of
+    /// the repository's bytes, oldest proof first.
     Fraction(f64),
+    /// About this many bytes of packs, oldest proof first: packs are read until the budget is
+    /// reached, so the last one may pass it by less than a pack.
+    Bytes(u64),
 }
 
 impl DataSubset {
-    /// Parses `N%` or `n/t`.
+    /// Parses `N%`, `n/t` or a size such as `5G`.
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
         if let Some(p) = s.strip_suffix('%') {
             let f: f64 = p
@@ -56,7 +71,11 @@ impl DataSubset {
             }
             return Ok(DataSubset::Group(n, t));
         }
-        Err(format!("subset {s:?} must be N% or n/t"))
+        match crate::ops::parse_size(s) {
+            Ok(0) => Err(format!("subset {s:?} must be more than 0 bytes")),
+            Ok(b) => Ok(DataSubset::Bytes(b)),
+            Err(_) => Err(format!("subset {s:?} must be N%, n/t or a size (e.g. 5G)")),
+        }
     }
 
     fn selects(&self, id: &PackId) -> bool {
@@ -71,8 +90,64 @@ impl DataSubset {
                 crate::crypto::random_bytes(&mut b);
                 (u32::from_le_bytes(b) as f64) < f * (u32::MAX as f64)
             }
+            DataSubset::Bytes(_) => true,
         }
     }
+
+    /// The bytes one run may read under a ledger-driven selection.
+    fn budget(&self, total: u64) -> u64 {
+        match *self {
+            DataSubset::All => u64::MAX,
+            DataSubset::Bytes(b) => b,
+            DataSubset::Fraction(f) => (f * total as f64).ceil() as u64,
+            DataSubset::Group(_, t) => total.div_ceil(u64::from(t)),
+        }
+    }
+}
+
+type PackRow = (PackId, crate::repo::blob::BlobType, u64);
+
+/// The packs to read and how many candidates the budget left for later. Without a maximum
+/// age, `All`, `Group` and `Fraction` select as restic does; a maximum age or a size selects
+/// from the ledger: never-proven packs, then the oldest proofs, until the budget is spent.
+fn choose<'p>(
+    present: &[&'p PackRow],
+    subset: DataSubset,
+    max_age: Option<Duration>,
+    ledger: &HashMap<PackId, i64>,
+    now: i64,
+) -> (Vec<&'p PackRow>, u64) {
+    if max_age.is_none() && !matches!(subset, DataSubset::Bytes(_)) {
+        return (
+            present
+                .iter()
+                .copied()
+                .filter(|p| subset.selects(&p.0))
+                .collect(),
+            0,
+        );
+    }
+    let due = |p: &&PackRow| match (ledger.get(&p.0), max_age) {
+        (None, _) | (Some(_), None) => true,
+        (Some(at), Some(age)) => now.saturating_sub(*at) >= age.as_secs() as i64,
+    };
+    let mut candidates: Vec<&PackRow> = present.iter().copied().filter(due).collect();
+    candidates.sort_by_key(|p| (ledger.get(&p.0).copied().unwrap_or(i64::MIN), p.0));
+    let total: u64 = present.iter().map(|p| p.2).sum();
+    let budget = subset.budget(total);
+    let mut spent = 0u64;
+    let mut chosen = Vec::new();
+    // Until the budget is reached (the last pack may pass it by less than a pack): a run
+    // reads at least its share, which is what the coverage guarantee counts on.
+    for p in &candidates {
+        if spent >= budget {
+            break;
+        }
+        spent += p.2;
+        chosen.push(*p);
+    }
+    let left = (candidates.len() - chosen.len()) as u64;
+    (chosen, left)
 }
 
 /// Options of `check`.
@@ -80,6 +155,10 @@ impl DataSubset {
 pub struct CheckOptions {
     /// Read pack data (`None`: structure only).
     pub read_data: Option<DataSubset>,
+    /// Read only packs never proven or last proven at least this long ago (oldest first).
+    pub max_age: Option<Duration>,
+    /// The present time for the ledger (`None`: the clock; tests simulate days).
+    pub now: Option<DateTime<Utc>>,
     /// Receives packs and bytes as they are read.
     pub progress: ProgressSink,
 }
@@ -106,6 +185,14 @@ pub struct CheckReport {
     pub packs_read: u64,
     /// Blobs authenticated with `--read-data`.
     pub blobs_read: u64,
+    /// Bytes of the packs read.
+    pub bytes_read: u64,
+    /// Packs due for a read that this run's budget left for the next runs.
+    pub packs_due: u64,
+    /// Packs never proven (after this run), per the ledger.
+    pub packs_unproven: u64,
+    /// The oldest proof of a pack in use (after this run), per the ledger.
+    pub oldest_proof: Option<DateTime<Utc>>,
     /// Errors: the repository is damaged.
     pub errors: Vec<Finding>,
     /// Notes that are not damage (e.g. packs no index names, left by an interrupted run).
@@ -192,24 +279,41 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     }
     rep.trees = proven.len() as u64;
     if let Some(subset) = opts.read_data {
-        let chosen: Vec<_> = indexed
+        let now = opts.now.unwrap_or_else(Utc::now).timestamp();
+        let ledger = repo.cache().verified()?;
+        let present: Vec<&PackRow> = indexed
             .iter()
-            .filter(|p| subset.selects(&p.0) && stored.contains_key(&p.0.to_hex()))
+            .filter(|p| stored.contains_key(&p.0.to_hex()))
             .collect();
+        let (chosen, due) = choose(&present, subset, opts.max_age, &ledger, now);
+        rep.packs_due = due;
         opts.progress.total(chosen.iter().map(|p| p.2).sum());
-        let results: Vec<(u64, Vec<Finding>)> = chosen
+        let results: Vec<(PackId, u64, Vec<Finding>)> = chosen
             .par_iter()
             .map(|(id, _, size)| {
                 let r = read_pack(repo, id, *size);
                 opts.progress.advance(1, *size);
-                r
+                r.map(|(blobs, findings)| (*id, blobs, findings))
             })
             .collect::<Result<_>>()?;
         rep.packs_read = chosen.len() as u64;
-        for (blobs, findings) in results {
+        rep.bytes_read = chosen.iter().map(|p| p.2).sum();
+        let cache = repo.cache();
+        for (id, blobs, findings) in results {
             rep.blobs_read += blobs;
+            cache.record_verified(&id, findings.is_empty().then_some(now))?;
             rep.errors.extend(findings);
         }
+        let ledger = cache.verified()?;
+        let proofs: Vec<i64> = present
+            .iter()
+            .filter_map(|p| ledger.get(&p.0).copied())
+            .collect();
+        rep.packs_unproven = (present.len() - proofs.len()) as u64;
+        rep.oldest_proof = proofs
+            .iter()
+            .min()
+            .and_then(|t| DateTime::from_timestamp(*t, 0));
     }
     Ok(rep)
 }

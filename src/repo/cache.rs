@@ -5,9 +5,13 @@
 //! a blob enters the cache only together with the index file that names it, so the cache
 //! never claims a blob that a crash left unindexed.
 //!
-//! One table is not a mirror: `copy_map`, the ids that `copy` gave blobs of other
-//! repositories here. It only saves work (a lost entry costs a re-read of the source blob),
-//! and an entry is trusted only while the blob it names is indexed here.
+//! Two tables are not mirrors: `copy_map`, the ids that `copy` gave blobs of other
+//! repositories here, and `verified`, the verification ledger: when `check --read-data` last
+//! proved each pack. Both only save work (a lost memo entry costs a re-read of the source
+//! blob, a lost ledger entry a re-read of the pack); a memo entry is trusted only while the
+//! blob it names is indexed here, and packs are immutable and named by their hash, so a
+//! proof of a pack stays true for as long as the pack is unchanged (which `check` re-proves
+//! when the proof grows old).
 
 use std::path::{Path, PathBuf};
 
@@ -41,7 +45,7 @@ pub struct Cache {
 
 /// Bumped whenever the tables change; an older cache is emptied and rebuilt (it is only a
 /// mirror of `index/` and a memo of `copy`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -54,6 +58,7 @@ CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL, offse
                                   marked INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS copy_map (src_repo BLOB NOT NULL, src_id BLOB NOT NULL, dst_id BLOB NOT NULL,
                                      PRIMARY KEY (src_repo, src_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS verified (pack BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 impl Cache {
@@ -76,6 +81,7 @@ impl Cache {
             conn.execute_batch(&format!(
                 "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs; \
                  DROP TABLE IF EXISTS index_files; DROP TABLE IF EXISTS copy_map; \
+                 DROP TABLE IF EXISTS verified; \
                  PRAGMA user_version = {SCHEMA_VERSION};"
             ))
             .map_err(wrap)?;
@@ -274,6 +280,36 @@ impl Cache {
             length,
             raw_len,
         }))
+    }
+
+    /// When each pack was last proven by `check --read-data` (Unix seconds).
+    pub fn verified(&self) -> Result<std::collections::HashMap<PackId, i64>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT pack, at FROM verified")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?
+            .filter_map(|r| r.ok())
+            .filter_map(|(p, at)| Some((PackId::from_slice(&p)?, at)))
+            .collect();
+        Ok(rows)
+    }
+
+    /// Records the outcome of reading a pack: proven at `at`, or (`None`) found damaged, which
+    /// forgets any earlier proof so that the pack is read again first.
+    pub fn record_verified(&self, pack: &PackId, at: Option<i64>) -> Result<()> {
+        let r = match at {
+            Some(at) => self.conn.execute(
+                "INSERT OR REPLACE INTO verified (pack, at) VALUES (?1, ?2)",
+                params![&pack.0[..], at],
+            ),
+            None => self
+                .conn
+                .execute("DELETE FROM verified WHERE pack = ?1", params![&pack.0[..]]),
+        };
+        r.map(|_| ()).map_err(|e| self.err(e))
     }
 
     /// True when the blob is indexed in a pack in use: what dedup may rely on. A blob found
