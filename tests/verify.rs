@@ -41,7 +41,7 @@ fn run(repo: &Repository, day: i64, subset: DataSubset, max_age: Option<u64>) ->
         repo,
         &CheckOptions {
             read_data: Some(subset),
-            max_age: max_age.map(|d| Duration::from_secs(d as u64 * DAY as u64)),
+            max_age: max_age.map(|d| Duration::from_secs(d * DAY as u64)),
             now: Some(Utc.timestamp_opt(1_700_000_000 + day * DAY, 0).unwrap()),
             progress: Default::default(),
         },
