@@ -6,6 +6,7 @@
 //! a repeated `put` of the same content-named file is harmless. (Session files are the one
 //! exception: a running command rewrites its own, whole, to show it is alive.)
 
+pub mod faulty;
 mod local;
 mod memory;
 
