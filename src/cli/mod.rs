@@ -7,6 +7,7 @@ mod inspect;
 mod key;
 mod progress;
 mod prune;
+mod repair;
 mod restore;
 mod snapshot;
 
@@ -82,6 +83,8 @@ enum Command {
     Prune(prune::PruneArgs),
     /// Copy snapshots from another repository (re-encrypted; only missing data is sent).
     Copy(copy::CopyArgs),
+    /// Rebuild damaged repository structures (`repair index`).
+    Repair(repair::RepairArgs),
     /// Manage the repository's keys (passwords).
     Key(key::KeyArgs),
 }
@@ -275,6 +278,7 @@ pub fn run() -> Result<i32> {
         Command::Tag(a) => forget::tag(&g, a),
         Command::Prune(a) => prune::run(&g, a),
         Command::Copy(a) => copy::run(&g, a),
+        Command::Repair(a) => repair::run(&g, a),
         Command::Key(a) => key::run(&g, a),
     }
 }

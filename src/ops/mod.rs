@@ -9,6 +9,7 @@ pub mod forget;
 pub mod pattern;
 pub mod progress;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod snapshot;
 pub mod stats;
