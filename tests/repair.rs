@@ -91,3 +91,66 @@ fn an_unreadable_pack_is_named_and_the_rest_indexed() {
     let o = e.run(&["check"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn snapshots_that_need_lost_data_are_rewritten() {
+    let (e, src, id) = setup();
+    // Lose one data pack.
+    let data_pack = e
+        .repo_files()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("packs/"))
+        .max_by_key(|(_, s)| *s)
+        .unwrap()
+        .0;
+    std::fs::remove_file(e.repo().join(&data_pack)).unwrap();
+    e.json(&["repair", "index"], 0);
+    assert_eq!(e.run(&["check"]).status.code(), Some(1));
+    let dry = e.json(&["repair", "snapshots", "--dry-run"], 0);
+    assert_eq!(dry["repaired"].as_array().unwrap().len(), 1);
+    assert_eq!(e.json(&["snapshots"], 0).as_array().unwrap().len(), 1);
+    let r = e.json(&["repair", "snapshots", "--forget"], 0);
+    let fixed = &r["repaired"][0];
+    assert_eq!(fixed["old"], id.as_str());
+    let lost: Vec<&str> = fixed["lost"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        !lost.is_empty() && lost.iter().all(|l| l.contains("truncated")),
+        "{lost:?}"
+    );
+    let new = fixed["new"].as_str().unwrap().to_string();
+    e.ok(&["check", "--read-data"]);
+    let snaps = e.json(&["snapshots"], 0);
+    assert_eq!(
+        snaps.as_array().unwrap().len(),
+        1,
+        "the damaged one is gone"
+    );
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["repaired"]));
+    // Untouched files restore exactly; a truncated one is a prefix of the original.
+    let t = e.path("r");
+    e.json(&["restore", &new, "--target", t.to_str().unwrap()], 0);
+    let got = files(&t.join(src.strip_prefix("/").unwrap()));
+    let want = files(&src);
+    assert_eq!(got.len(), want.len());
+    let mut cut = 0;
+    for (name, data) in &want {
+        let g = &got[name];
+        if g != data {
+            assert!(data.starts_with(g) && g.len() < data.len(), "{name}");
+            assert!(
+                lost.iter().any(|l| l.contains(name.as_str())),
+                "{name} not listed"
+            );
+            cut += 1;
+        }
+    }
+    assert_eq!(cut, lost.len());
+    // Nothing more to repair.
+    let again = e.json(&["repair", "snapshots"], 0);
+    assert!(again["repaired"].as_array().unwrap().is_empty());
+}

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use cairn::ops::repair::repair_index;
+use cairn::ops::repair::{repair_index, repair_snapshots};
 
 use super::Globals;
 
@@ -19,6 +19,16 @@ enum RepairWhat {
     /// damaged).
     Index {
         /// Report what would be indexed; write nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+    /// Rewrite snapshots that need lost data: files are cut at their first lost blob,
+    /// directories whose listing is lost are emptied; the copies are tagged `repaired`.
+    Snapshots {
+        /// Remove each damaged snapshot once its repaired copy is written.
+        #[arg(long)]
+        forget: bool,
+        /// Report what is lost; write nothing.
         #[arg(long, short = 'n')]
         dry_run: bool,
     },
@@ -48,6 +58,35 @@ pub fn run(g: &Globals, a: RepairArgs) -> Result<i32> {
                 }
             }
             Ok(if r.unreadable.is_empty() { 0 } else { 1 })
+        }
+        RepairWhat::Snapshots { forget, dry_run } => {
+            let r = repair_snapshots(&repo, forget, dry_run)?;
+            if g.json {
+                g.print_json(&r)?;
+                return Ok(0);
+            }
+            for s in &r.repaired {
+                let new = s
+                    .new
+                    .map(|n| n.short())
+                    .unwrap_or_else(|| "(dry run)".into());
+                g.say(format!("snapshot {} -> {new}; lost:", s.old.short()));
+                for l in &s.lost {
+                    g.say(format!("  {l}"));
+                }
+            }
+            g.say(format!(
+                "{} of {} snapshots {}repaired{}",
+                r.repaired.len(),
+                r.snapshots,
+                if dry_run { "would be " } else { "" },
+                if r.forgot {
+                    "; the damaged ones were removed"
+                } else {
+                    ""
+                }
+            ));
+            Ok(0)
         }
     }
 }
