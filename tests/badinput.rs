@@ -1,0 +1,189 @@
+//! Bad input and hostile surroundings: a full disk, a read-only repository, a missing
+//! password file, bad arguments to every maintenance command. Each gives a clear one-line
+//! error and the right exit code, and nothing already stored is lost.
+//!
+//! The disk tests mount a small tmpfs and are skipped (with a note) where mounting is not
+//! allowed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{Env, files, random_bytes, write};
+
+fn one_line_error(o: &Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked"));
+}
+
+/// A tmpfs of `size` mounted at `dir`, unmounted on drop.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("cannot mount a tmpfs here: disk tests skipped");
+            return None;
+        }
+        Some(Mount(dir.to_path_buf()))
+    }
+
+    fn remount(&self, opts: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A workspace whose repository lives on a tmpfs of `size` (cache and sources do not).
+fn on_tmpfs(size: &str) -> Option<(Env, Mount)> {
+    let e = Env::bare();
+    let m = Mount::tmpfs(&e.repo(), size)?;
+    e.ok(&["init", "--kdf-memory", "64", "--kdf-iterations", "1"]);
+    Some((e, m))
+}
+
+#[test]
+fn a_full_disk_stops_the_snapshot_and_loses_nothing() {
+    let Some((e, _m)) = on_tmpfs("3m") else {
+        return;
+    };
+    let small = e.path("small");
+    write(&small, "a", &random_bytes(1, 300_000));
+    let first = e.snapshot(&[&small])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let big = e.path("big");
+    for i in 0..8 {
+        write(&big, &format!("f{i}"), &random_bytes(10 + i, 1_000_000));
+    }
+    let o = e.run(&["snapshot", big.to_str().unwrap()]);
+    one_line_error(&o, 1, "No space left on device");
+    // Nothing half-written is referenced, nothing is left behind, the earlier snapshot is
+    // whole.
+    e.ok(&["check", "--read-data"]);
+    let temps: Vec<_> = e
+        .repo_files()
+        .into_iter()
+        .filter(|(n, _)| n.contains(".tmp-"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+    let t = e.path("r");
+    e.json(&["restore", &first, "--target", t.to_str().unwrap()], 0);
+    assert!(files(&t.join(small.strip_prefix("/").unwrap())) == files(&small));
+    assert_eq!(e.json(&["snapshots"], 0).as_array().unwrap().len(), 1);
+    // Room made (forget + prune need space for an index file): a smaller snapshot works.
+    let o = e.run(&["snapshot", small.to_str().unwrap(), "--tag", "again"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn a_read_only_repository_can_be_read_not_written() {
+    let Some((e, m)) = on_tmpfs("20m") else {
+        return;
+    };
+    let src = e.path("src");
+    write(&src, "a", &random_bytes(2, 200_000));
+    let id = e.snapshot(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.remount("ro");
+    // Reading works, with a warning that the run could not be announced.
+    e.ok(&["snapshots"]);
+    let t = e.path("r");
+    let o = e.run(&["restore", &id, "--target", t.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(files(&t.join(src.strip_prefix("/").unwrap())) == files(&src));
+    e.ok(&["check", "--read-data"]);
+    // Writing fails with the reason, in one line.
+    one_line_error(
+        &e.run(&["snapshot", src.to_str().unwrap()]),
+        1,
+        "Read-only file system",
+    );
+    one_line_error(&e.run(&["prune"]), 1, "Read-only file system");
+    one_line_error(&e.run(&["forget", &id]), 1, "Read-only file system");
+    m.remount("rw");
+    e.ok(&["check", "--read-data"]);
+    assert_eq!(e.json(&["snapshots"], 0).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_missing_password_file_is_named() {
+    let e = Env::new();
+    let o = e
+        .cmd(&["snapshots", "--password-file", "/nonexistent/pw"])
+        .env_remove("CAIRN_PASSWORD")
+        .output()
+        .unwrap();
+    one_line_error(&o, 1, "/nonexistent/pw");
+}
+
+#[test]
+fn maintenance_commands_reject_bad_arguments() {
+    let e = Env::new();
+    let before = e.repo_files();
+    for (args, code) in [
+        (vec!["forget", "--keep-daily", "x"], 2),
+        (vec!["forget", "--keep-within", "7x"], 2),
+        (vec!["forget", "--keep-daily", "-5"], 1),
+        (
+            vec!["forget", "--group-by", "colour", "--keep-last", "1"],
+            1,
+        ),
+        (vec!["forget", "--policy-file", "/nonexistent.toml"], 1),
+        (vec!["prune", "--max-unused", "100%"], 2),
+        (vec!["prune", "--max-repack", "lots"], 2),
+        (vec!["prune", "--stale-after", "5"], 2),
+        (vec!["check", "--max-age", "3x"], 2),
+        (vec!["check", "--read-data-subset", "0/3"], 2),
+        (vec!["tag", "latest"], 1),
+        (vec!["tag"], 2),
+        (vec!["copy"], 2),
+        (vec!["copy", "--from-repo", "/nonexistent/repo"], 10),
+        (vec!["repair"], 2),
+        (vec!["repair", "everything"], 2),
+    ] {
+        let o = e.run(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if code != 2 {
+            assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        }
+    }
+    assert_eq!(before, e.repo_files(), "nothing was written");
+}
