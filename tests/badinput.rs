@@ -187,3 +187,55 @@ fn maintenance_commands_reject_bad_arguments() {
     }
     assert_eq!(before, e.repo_files(), "nothing was written");
 }
+
+#[test]
+fn the_cache_is_disposable_even_mid_run() {
+    use std::io::Write;
+    let e = Env::new();
+    let src = e.path("src");
+    write(&src, "a", &random_bytes(3, 300_000));
+    e.snapshot(&[&src]);
+    let cache_db = || -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for d in std::fs::read_dir(e.path("cache")).unwrap() {
+            for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+                out.push(f.unwrap().path());
+            }
+        }
+        out
+    };
+    // Garbage instead of the database: replaced and rebuilt, nothing to do by hand.
+    for f in cache_db() {
+        std::fs::write(&f, vec![0x42; 4096]).unwrap();
+    }
+    let s = e.snapshot(&[&src]);
+    assert_eq!(
+        s["data_added"], 0,
+        "the rebuilt cache still knows every blob: {s}"
+    );
+    e.ok(&["check"]);
+    // Deleted while a snapshot runs: the run finishes, the next one rebuilds.
+    let mut c = e
+        .cmd(&["--json", "snapshot", "--stdin", "--stdin-filename", "s"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(&random_bytes(4, 100_000))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    std::fs::remove_dir_all(e.path("cache")).unwrap();
+    drop(c.stdin.take());
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success());
+    e.ok(&["check", "--read-data"]);
+    let t = e.path("r");
+    e.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
+    assert_eq!(
+        std::fs::read(t.join("s")).unwrap(),
+        random_bytes(4, 100_000)
+    );
+}

@@ -67,6 +67,29 @@ impl Cache {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
+        match Self::open_once(path) {
+            // A cache file that is not (or no longer) a database: it is disposable, so it is
+            // replaced by an empty one and rebuilt from the index files.
+            Err(Error::Cache {
+                err: rusqlite::Error::SqliteFailure(f, _),
+                ..
+            }) if matches!(
+                f.code,
+                rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+            ) =>
+            {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.as_os_str().to_owned();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(&p);
+                }
+                Self::open_once(path)
+            }
+            r => r,
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Self> {
         let wrap = |source| Error::Cache {
             path: path.to_path_buf(),
             err: source,
@@ -498,6 +521,15 @@ mod tests {
         c.add_index_file(&IndexId([3; 32]), &both).unwrap();
         assert!(c.marked_packs().unwrap().is_empty());
         assert!(c.contains(&BlobId([10; 32])).unwrap());
+    }
+
+    #[test]
+    fn a_cache_file_that_is_not_a_database_is_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.sqlite");
+        std::fs::write(&p, vec![0x5a; 8192]).unwrap();
+        let c = Cache::open(&p).unwrap();
+        assert!(c.known_index_files().unwrap().is_empty());
     }
 
     #[test]
