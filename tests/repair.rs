@@ -41,6 +41,7 @@ fn a_lost_index_is_rebuilt_from_the_packs() {
     assert_eq!(o.status.code(), Some(1), "a lost index is damage");
     let dry = e.json(&["repair", "index", "--dry-run"], 0);
     assert!(dry["packs"].as_u64().unwrap() >= 5, "{dry}");
+    assert_eq!(dry["index_written"], 1, "{dry}");
     assert!(index_files(&e).is_empty(), "a dry run writes nothing");
     let r = e.json(&["repair", "index"], 0);
     assert_eq!(r["packs"], dry["packs"]);
@@ -84,6 +85,7 @@ fn an_unreadable_pack_is_named_and_the_rest_indexed() {
     assert_eq!(o.status.code(), Some(1));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["unreadable"].as_array().unwrap().len(), 1);
+    assert_eq!(r["carried"], 1, "its entries stay, from the old index: {r}");
     let name = pack.rsplit('/').next().unwrap();
     assert_eq!(r["unreadable"][0][0], name);
     assert!(r["packs"].as_u64().unwrap() >= 4, "{r}");
@@ -104,11 +106,23 @@ fn snapshots_that_need_lost_data_are_rewritten() {
         .unwrap()
         .0;
     std::fs::remove_file(e.repo().join(&data_pack)).unwrap();
+    // Before the index is repaired, nothing can be judged lost.
+    let o = e.run(&["repair", "snapshots", "--forget"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("repair index"));
     e.json(&["repair", "index"], 0);
     assert_eq!(e.run(&["check"]).status.code(), Some(1));
     let dry = e.json(&["repair", "snapshots", "--dry-run"], 0);
     assert_eq!(dry["repaired"].as_array().unwrap().len(), 1);
     assert_eq!(e.json(&["snapshots"], 0).as_array().unwrap().len(), 1);
+    // Without --forget, the damaged snapshot stays and is not copied again next time.
+    let kept = e.json(&["repair", "snapshots"], 0);
+    assert_eq!(kept["repaired"].as_array().unwrap().len(), 1);
+    let again = e.json(&["repair", "snapshots"], 0);
+    assert!(again["repaired"].as_array().unwrap().is_empty(), "{again}");
+    assert_eq!(e.json(&["snapshots"], 0).as_array().unwrap().len(), 2);
+    let copy = kept["repaired"][0]["new"].as_str().unwrap().to_string();
+    e.ok(&["forget", &copy]);
     let r = e.json(&["repair", "snapshots", "--forget"], 0);
     let fixed = &r["repaired"][0];
     assert_eq!(fixed["old"], id.as_str());
@@ -153,4 +167,32 @@ fn snapshots_that_need_lost_data_are_rewritten() {
     // Nothing more to repair.
     let again = e.json(&["repair", "snapshots"], 0);
     assert!(again["repaired"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn marks_of_a_prune_survive_a_repair() {
+    use cairn::ops::prune::{PruneOptions, prune};
+    use cairn::ops::repair::repair_index;
+    use cairn::repo::Repository;
+    let (e, _, id) = setup();
+    e.ok(&["forget", &id]);
+    let repo = Repository::open(
+        &e.repo(),
+        || Ok(zeroize::Zeroizing::new(e.password.clone().into_bytes())),
+        &e.path("cache"),
+    )
+    .unwrap();
+    // A run in progress keeps the prune from deleting what it marks.
+    let running = repo.begin_session("snapshot").unwrap();
+    let r = prune(&repo, &PruneOptions::default()).unwrap();
+    assert!(r.packs_waiting > 0 && r.packs_deleted == 0, "{r:?}");
+    let marked = repo.cache().marked_packs().unwrap().len();
+    assert!(marked > 0);
+    let rep = repair_index(&repo, false).unwrap();
+    assert_eq!(rep.marked as usize, marked);
+    assert_eq!(repo.cache().marked_packs().unwrap().len(), marked);
+    drop(running);
+    let r = prune(&repo, &PruneOptions::default()).unwrap();
+    assert_eq!(r.packs_deleted as usize, marked);
+    e.ok(&["check", "--read-data"]);
 }

@@ -254,13 +254,13 @@ impl Backend for LocalBackend {
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         let path = self.path(kind, name);
         match fs::remove_file(&path) {
-            // A removed key must stay removed (the password may be compromised); a removed
-            // snapshot should stay forgotten. A pack, index or session file that comes back
-            // after a crash is only garbage the next prune deletes again, so prune's
-            // thousands of deletes skip the folder fsync.
-            Ok(()) if matches!(kind, FileKind::Pack | FileKind::Index | FileKind::Session) => {
-                Ok(())
-            }
+            // Packs are deleted last, after the index that no longer names them is durable
+            // and the old index files are removed durably: a pack that comes back after a
+            // crash is only an unindexed pack (adopted, then marked again), so prune's
+            // thousands of pack deletes skip the folder fsync. Every other delete is made
+            // durable: an old index file that came back could name deleted packs as in use,
+            // a removed key must stay removed.
+            Ok(()) if kind == FileKind::Pack => Ok(()),
             Ok(()) => sync_dir(path.parent().expect("invariant: has parent")),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(&path, e)),

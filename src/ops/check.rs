@@ -129,7 +129,9 @@ fn choose<'p>(
     }
     let due = |p: &&PackRow| match (ledger.get(&p.0), max_age) {
         (None, _) | (Some(_), None) => true,
-        (Some(at), Some(age)) => now.saturating_sub(*at) >= age.as_secs() as i64,
+        (Some(at), Some(age)) => {
+            now.saturating_sub(*at) >= i64::try_from(age.as_secs()).unwrap_or(i64::MAX)
+        }
     };
     let mut candidates: Vec<&PackRow> = present.iter().copied().filter(due).collect();
     candidates.sort_by_key(|p| (ledger.get(&p.0).copied().unwrap_or(i64::MIN), p.0));
@@ -288,23 +290,32 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         let (chosen, due) = choose(&present, subset, opts.max_age, &ledger, now);
         rep.packs_due = due;
         opts.progress.total(chosen.iter().map(|p| p.2).sum());
-        let results: Vec<(PackId, u64, Vec<Finding>)> = chosen
+        // Each outcome is recorded as its pack is done, so that an interrupted run keeps the
+        // proofs it made.
+        let results: Vec<Result<(u64, u64, Vec<Finding>)>> = chosen
             .par_iter()
             .map(|(id, _, size)| {
-                let r = read_pack(repo, id, *size);
+                let r = read_pack(repo, id, *size)?;
                 opts.progress.advance(1, *size);
-                r.map(|(blobs, findings)| (*id, blobs, findings))
+                if let Some((_, findings)) = &r {
+                    repo.cache()
+                        .record_verified(id, findings.is_empty().then_some(now))?;
+                }
+                Ok(r.map_or((0, 0, Vec::new()), |(blobs, findings)| {
+                    (*size, blobs, findings)
+                }))
             })
-            .collect::<Result<_>>()?;
-        rep.packs_read = chosen.len() as u64;
-        rep.bytes_read = chosen.iter().map(|p| p.2).sum();
-        let cache = repo.cache();
-        for (id, blobs, findings) in results {
+            .collect();
+        for r in results {
+            let (bytes, blobs, findings) = r?;
+            if bytes > 0 {
+                rep.packs_read += 1;
+                rep.bytes_read += bytes;
+            }
             rep.blobs_read += blobs;
-            cache.record_verified(&id, findings.is_empty().then_some(now))?;
             rep.errors.extend(findings);
         }
-        let ledger = cache.verified()?;
+        let ledger = repo.cache().verified()?;
         let proofs: Vec<i64> = present
             .iter()
             .filter_map(|p| ledger.get(&p.0).copied())
@@ -388,25 +399,27 @@ fn check_tree(
 }
 
 /// Reads one pack whole and proves it: name, header, every blob.
-fn read_pack(repo: &Repository, id: &PackId, size: u64) -> Result<(u64, Vec<Finding>)> {
+/// Reads and verifies one pack: `None` when it was not read (its size differs from the
+/// index's, which the structure pass reports), else the blobs verified and what was found.
+fn read_pack(repo: &Repository, id: &PackId, size: u64) -> Result<Option<(u64, Vec<Finding>)>> {
     let what = format!("pack {id}");
     let mut out = Vec::new();
     // Never load more than the index says the pack holds (a grown file is reported by the
     // structure pass and not read).
     match repo.backend().stat(FileKind::Pack, &id.to_hex())? {
         Some(s) if s == size => {}
-        _ => return Ok((0, out)),
+        _ => return Ok(None),
     }
     let bytes = match repo.backend().get(FileKind::Pack, &id.to_hex()) {
         Ok(b) => b,
         Err(e) => {
-            return Ok((
+            return Ok(Some((
                 0,
                 vec![Finding {
                     what,
                     problem: e.to_string(),
                 }],
-            ));
+            )));
         }
     };
     if file_hash(&bytes) != id.0 {
@@ -422,7 +435,7 @@ fn read_pack(repo: &Repository, id: &PackId, size: u64) -> Result<(u64, Vec<Find
                 what,
                 problem: format!("header: {e}"),
             });
-            return Ok((0, out));
+            return Ok(Some((0, out)));
         }
     };
     let mut n = 0;
@@ -461,5 +474,5 @@ fn read_pack(repo: &Repository, id: &PackId, size: u64) -> Result<(u64, Vec<Find
         }
         n += 1;
     }
-    Ok((n, out))
+    Ok(Some((n, out)))
 }

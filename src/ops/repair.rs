@@ -15,10 +15,10 @@ use serde::Serialize;
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::id::{BlobId, IndexId, PackId, SessionId, SnapshotId};
 use crate::repo::Repository;
 use crate::repo::blob::BlobType;
-use crate::repo::index::{IndexFile, IndexPack};
+use crate::repo::index::{IndexFile, IndexPack, MarkedGroup};
 use crate::repo::saver::BlobSaver;
 use crate::tree::{NodeKind, Tree};
 
@@ -32,18 +32,78 @@ pub struct RepairIndexReport {
     pub packs: u64,
     /// Blobs indexed.
     pub blobs: u64,
-    /// Packs whose header could not be read, with the reason: their blobs are lost to the
-    /// index (`repair snapshots` rewrites the snapshots that need them).
+    /// Packs whose header could not be read, with the reason.
     pub unreadable: Vec<(PackId, String)>,
-    /// Index files written.
+    /// Of those, the packs whose entries a readable old index file still had, and which stay
+    /// indexed from it (their blobs are checked by `check --read-data`).
+    pub carried: u64,
+    /// Packs kept marked for deletion, as an earlier prune left them.
+    pub marked: u64,
+    /// Index files written (or that would be).
     pub index_written: u64,
-    /// Index files removed.
+    /// Index files removed (or that would be).
     pub index_removed: u64,
     /// True when nothing was written.
     pub dry_run: bool,
 }
 
-/// Rebuilds the index from pack headers.
+/// A prune's mark on a pack: when, and the sessions then running.
+type Mark = (i64, Vec<SessionId>);
+
+/// Gathers index files up to [`BLOBS_PER_INDEX`] entries, marked packs in their groups.
+struct Writer<'r> {
+    repo: &'r Repository,
+    file: IndexFile,
+    blobs: usize,
+    dry_run: bool,
+    written: u64,
+}
+
+impl Writer<'_> {
+    fn add(&mut self, p: IndexPack, mark: Option<&Mark>) -> Result<()> {
+        self.blobs += p.blobs.len();
+        match mark {
+            None => self.file.packs.push(p),
+            Some((at, sessions)) => {
+                match self
+                    .file
+                    .marked
+                    .iter_mut()
+                    .find(|g| g.marked_at == *at && g.sessions == *sessions)
+                {
+                    Some(g) => g.packs.push(p),
+                    None => self.file.marked.push(MarkedGroup {
+                        marked_at: *at,
+                        sessions: sessions.clone(),
+                        packs: vec![p],
+                    }),
+                }
+            }
+        }
+        if self.blobs >= BLOBS_PER_INDEX {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.file.packs.is_empty() && self.file.marked.is_empty() {
+            return Ok(());
+        }
+        let f = std::mem::take(&mut self.file);
+        if !self.dry_run {
+            self.repo.save_index(&f)?;
+        }
+        self.written += 1;
+        self.blobs = 0;
+        Ok(())
+    }
+}
+
+/// Rebuilds the index from pack headers. Marks of a prune are carried over from the readable
+/// old index files (a prune running meanwhile may delete those packs); a pack whose header
+/// is damaged keeps the entries an old index file has for it. Any error other than damage
+/// stops the repair before an old index file is removed.
 pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
     let session = if dry_run {
         None
@@ -60,9 +120,30 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
         .into_iter()
         .filter_map(|(n, _)| n.parse().ok())
         .collect();
-    let mut file = IndexFile::default();
-    let mut blobs = 0;
+    // Marked packs (few) from the readable old files; a pack in use anywhere is in use.
+    let mut marks: HashMap<PackId, Mark> = HashMap::new();
+    let mut live: HashSet<PackId> = HashSet::new();
+    for_each_old_index(repo, &old, |f| {
+        live.extend(f.packs.iter().map(|p| p.id));
+        for g in &f.marked {
+            for p in &g.packs {
+                marks
+                    .entry(p.id)
+                    .or_insert_with(|| (g.marked_at, g.sessions.clone()));
+            }
+        }
+    })?;
+    marks.retain(|id, _| !live.contains(id));
+    drop(live);
+    let mut w = Writer {
+        repo,
+        file: IndexFile::default(),
+        blobs: 0,
+        dry_run,
+        written: 0,
+    };
     let mut seen = HashSet::new();
+    let mut damaged = HashSet::new();
     for (name, size) in repo.backend().list(FileKind::Pack)? {
         let Ok(id) = name.parse::<PackId>() else {
             continue;
@@ -74,30 +155,47 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
             Ok(h) => {
                 rep.packs += 1;
                 rep.blobs += h.entries.len() as u64;
-                blobs += h.entries.len();
-                file.packs.push(IndexPack {
+                let mark = marks.get(&id);
+                rep.marked += u64::from(mark.is_some());
+                let p = IndexPack {
                     id,
                     size,
                     blob_type: h.blob_type,
                     blobs: h.entries,
-                });
-                if blobs >= BLOBS_PER_INDEX && !dry_run {
-                    repo.save_index(&std::mem::take(&mut file))?;
-                    rep.index_written += 1;
-                    blobs = 0;
-                }
+                };
+                w.add(p, mark)?;
             }
-            Err(e) => rep.unreadable.push((id, e.to_string())),
+            Err(e @ Error::Corrupt { .. }) => {
+                rep.unreadable.push((id, e.to_string()));
+                damaged.insert(id);
+            }
+            Err(e) => return Err(e),
         }
     }
-    if !dry_run {
-        if !file.packs.is_empty() {
-            repo.save_index(&file)?;
-            rep.index_written += 1;
+    if !damaged.is_empty() {
+        let mut carried = Vec::new();
+        for_each_old_index(repo, &old, |f| {
+            let groups = f.marked.iter().flat_map(|g| &g.packs);
+            for p in f.packs.iter().chain(groups) {
+                if damaged.remove(&p.id) {
+                    carried.push(p.clone());
+                }
+            }
+        })?;
+        for p in carried {
+            rep.carried += 1;
+            rep.packs += 1;
+            rep.blobs += p.blobs.len() as u64;
+            let mark = marks.get(&p.id).cloned();
+            w.add(p, mark.as_ref())?;
         }
+    }
+    w.flush()?;
+    rep.index_written = w.written;
+    rep.index_removed = old.len() as u64;
+    if !dry_run {
         for id in &old {
             repo.backend().delete(FileKind::Index, &id.to_hex())?;
-            rep.index_removed += 1;
         }
         repo.rebuild_cache()?;
     }
@@ -105,6 +203,23 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
         s.end()?;
     }
     Ok(rep)
+}
+
+/// Calls `f` with every old index file that can be read; damaged ones are what is being
+/// repaired and are skipped.
+fn for_each_old_index(
+    repo: &Repository,
+    old: &[IndexId],
+    mut f: impl FnMut(&IndexFile),
+) -> Result<()> {
+    for id in old {
+        match repo.load_index(id) {
+            Ok(file) => f(&file),
+            Err(Error::Corrupt { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// One snapshot `repair snapshots` rewrote.
@@ -157,10 +272,22 @@ pub fn repair_snapshots(
         .into_iter()
         .map(|(n, _)| n)
         .collect();
+    ensure_index_complete(repo, &stored)?;
+    let snapshots = repo.snapshots()?;
+    // A damaged snapshot already repaired (and kept, without --forget) is not copied again.
+    let done: HashSet<SnapshotId> = snapshots
+        .iter()
+        .filter(|(_, s)| s.tags.iter().any(|t| t == "repaired"))
+        .filter_map(|(_, s)| s.original)
+        .collect();
     let claims = BlobSaver::claims(repo);
     let mut memo = HashMap::new();
-    for (id, snap) in repo.snapshots()? {
+    for (id, snap) in snapshots {
         rep.snapshots += 1;
+        let is_copy = snap.tags.iter().any(|t| t == "repaired");
+        if done.contains(&id) || !is_copy && snap.original.is_some_and(|o| done.contains(&o)) {
+            continue;
+        }
         let mut lost = Vec::new();
         let tree = std::thread::scope(|s| -> Result<BlobId> {
             let mut fixer = Fixer {
@@ -198,6 +325,40 @@ pub fn repair_snapshots(
         s.end()?;
     }
     Ok(rep)
+}
+
+/// Refuses to judge blobs lost while the index itself is incomplete: a blob that only a
+/// damaged or missing index file names, or that lies in a pack no index names, still exists,
+/// and cutting the files that need it would lose data for good.
+fn ensure_index_complete(repo: &Repository, stored: &HashSet<String>) -> Result<()> {
+    let why = if !repo.damaged_index_files().is_empty() {
+        Some("some index files are damaged")
+    } else if repo
+        .cache()
+        .packs()?
+        .iter()
+        .any(|p| !stored.contains(&p.0.to_hex()))
+    {
+        Some("the index names packs that are gone")
+    } else {
+        let mut unindexed = false;
+        for name in stored {
+            if let Ok(id) = name.parse::<PackId>()
+                && !repo.cache().has_pack(&id)?
+            {
+                unindexed = true;
+                break;
+            }
+        }
+        unindexed.then_some("some packs are in no index")
+    };
+    match why {
+        Some(why) => Err(Error::Invalid(format!(
+            "{why}: run `cairn repair index` first, so that only data that is really lost is \
+             cut from the snapshots"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Rewrites trees bottom-up, each distinct tree once.
