@@ -226,8 +226,25 @@ fn the_cache_is_disposable_even_mid_run() {
         .unwrap()
         .write_all(&random_bytes(4, 100_000))
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    std::fs::remove_dir_all(e.path("cache")).unwrap();
+    // Once the run has its session and cache open, the cache goes.
+    for _ in 0..400 {
+        if std::fs::read_dir(e.repo().join("sessions"))
+            .unwrap()
+            .count()
+            > 0
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for _ in 0..50 {
+        match std::fs::remove_dir_all(e.path("cache")) {
+            Ok(()) => break,
+            // The run may be adding a file meanwhile (its WAL).
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    assert!(!e.path("cache").exists());
     drop(c.stdin.take());
     let o = c.wait_with_output().unwrap();
     assert!(o.status.success());
