@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SessionId, SnapshotId};
 use crate::repo::Repository;
 use crate::repo::blob::BlobType;
-use crate::repo::index::{IndexFile, IndexPack, MarkedGroup};
+use crate::repo::index::{IndexFile, IndexPack};
 use crate::repo::saver::BlobSaver;
 use crate::tree::{NodeKind, Tree};
 
@@ -49,56 +49,6 @@ pub struct RepairIndexReport {
 
 /// A prune's mark on a pack: when, and the sessions then running.
 type Mark = (i64, Vec<SessionId>);
-
-/// Gathers index files up to [`BLOBS_PER_INDEX`] entries, marked packs in their groups.
-struct Writer<'r> {
-    repo: &'r Repository,
-    file: IndexFile,
-    blobs: usize,
-    dry_run: bool,
-    written: u64,
-}
-
-impl Writer<'_> {
-    fn add(&mut self, p: IndexPack, mark: Option<&Mark>) -> Result<()> {
-        self.blobs += p.blobs.len();
-        match mark {
-            None => self.file.packs.push(p),
-            Some((at, sessions)) => {
-                match self
-                    .file
-                    .marked
-                    .iter_mut()
-                    .find(|g| g.marked_at == *at && g.sessions == *sessions)
-                {
-                    Some(g) => g.packs.push(p),
-                    None => self.file.marked.push(MarkedGroup {
-                        marked_at: *at,
-                        sessions: sessions.clone(),
-                        packs: vec![p],
-                    }),
-                }
-            }
-        }
-        if self.blobs >= BLOBS_PER_INDEX {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if self.file.packs.is_empty() && self.file.marked.is_empty() {
-            return Ok(());
-        }
-        let f = std::mem::take(&mut self.file);
-        if !self.dry_run {
-            self.repo.save_index(&f)?;
-        }
-        self.written += 1;
-        self.blobs = 0;
-        Ok(())
-    }
-}
 
 /// Rebuilds the index from pack headers. Marks of a prune are carried over from the readable
 /// old index files (a prune running meanwhile may delete those packs); a pack whose header
@@ -135,13 +85,7 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
     })?;
     marks.retain(|id, _| !live.contains(id));
     drop(live);
-    let mut w = Writer {
-        repo,
-        file: IndexFile::default(),
-        blobs: 0,
-        dry_run,
-        written: 0,
-    };
+    let mut w = repo.index_writer(BLOBS_PER_INDEX, dry_run);
     let mut seen = HashSet::new();
     let mut damaged = HashSet::new();
     for (name, size) in repo.backend().list(FileKind::Pack)? {
@@ -163,7 +107,7 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
                     blob_type: h.blob_type,
                     blobs: h.entries,
                 };
-                w.add(p, mark)?;
+                w.add(p, mark.map(|(at, s)| (*at, s.as_slice())))?;
             }
             Err(e @ Error::Corrupt { .. }) => {
                 rep.unreadable.push((id, e.to_string()));
@@ -186,12 +130,11 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
             rep.carried += 1;
             rep.packs += 1;
             rep.blobs += p.blobs.len() as u64;
-            let mark = marks.get(&p.id).cloned();
-            w.add(p, mark.as_ref())?;
+            let mark = marks.get(&p.id);
+            w.add(p, mark.map(|(at, s)| (*at, s.as_slice())))?;
         }
     }
-    w.flush()?;
-    rep.index_written = w.written;
+    rep.index_written = w.finish()?.1;
     rep.index_removed = old.len() as u64;
     if !dry_run {
         for id in &old {

@@ -443,6 +443,20 @@ impl Repository {
         Ok(id)
     }
 
+    /// Starts filling index files of at most `max_blobs` entries each (for rewrites of the
+    /// whole index: prune, repair). With `dry_run`, files are counted, not written.
+    pub fn index_writer(&self, max_blobs: usize, dry_run: bool) -> IndexWriter<'_> {
+        IndexWriter {
+            repo: self,
+            file: IndexFile::default(),
+            blobs: 0,
+            max_blobs,
+            dry_run,
+            written: Vec::new(),
+            count: 0,
+        }
+    }
+
     /// Indexes packs that exist but no index file names — left by a run that was killed
     /// between storing packs and writing their index — by reading their headers. Returns the
     /// number of packs adopted. Packs whose header cannot be read are left alone (`check`
@@ -737,5 +751,66 @@ impl Repository {
         self.backend.delete(FileKind::Key, &self.key_id.to_hex())?;
         self.key_id = new;
         Ok(new)
+    }
+}
+
+/// Fills index files pack by pack, so a rewrite of the whole index never holds more than one
+/// file's entries; a marked pack goes into the group of its mark. See
+/// [`Repository::index_writer`].
+pub struct IndexWriter<'r> {
+    repo: &'r Repository,
+    file: IndexFile,
+    blobs: usize,
+    max_blobs: usize,
+    dry_run: bool,
+    written: Vec<IndexId>,
+    count: u64,
+}
+
+impl IndexWriter<'_> {
+    /// Adds a pack, in use (`mark` `None`) or marked at a time with the sessions then running.
+    pub fn add(&mut self, p: IndexPack, mark: Option<(i64, &[SessionId])>) -> Result<()> {
+        self.blobs += p.blobs.len();
+        match mark {
+            None => self.file.packs.push(p),
+            Some((at, sessions)) => {
+                match self
+                    .file
+                    .marked
+                    .iter_mut()
+                    .find(|g| g.marked_at == at && g.sessions == sessions)
+                {
+                    Some(g) => g.packs.push(p),
+                    None => self.file.marked.push(index::MarkedGroup {
+                        marked_at: at,
+                        sessions: sessions.to_vec(),
+                        packs: vec![p],
+                    }),
+                }
+            }
+        }
+        if self.blobs >= self.max_blobs {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.file.packs.is_empty() && self.file.marked.is_empty() {
+            return Ok(());
+        }
+        let f = std::mem::take(&mut self.file);
+        if !self.dry_run {
+            self.written.push(self.repo.save_index(&f)?);
+        }
+        self.count += 1;
+        self.blobs = 0;
+        Ok(())
+    }
+
+    /// Writes what is left; returns the files written and how many there are (or would be).
+    pub fn finish(mut self) -> Result<(Vec<IndexId>, u64)> {
+        self.flush()?;
+        Ok((self.written, self.count))
     }
 }

@@ -35,7 +35,6 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SessionId, SnapshotId, file_hash};
 use crate::repo::Repository;
 use crate::repo::blob::open_blob;
-use crate::repo::index::{IndexFile, IndexPack, MarkedGroup};
 use crate::repo::saver::BlobSaver;
 use crate::repo::session::REFRESH;
 use crate::tree::NodeKind;
@@ -624,24 +623,19 @@ fn write_index(
     groups: &[usage::Group],
     new_group: i64,
 ) -> Result<Vec<IndexId>> {
-    let mut w = IndexWriter {
-        repo,
-        file: IndexFile::default(),
-        blobs: 0,
-        written: Vec::new(),
-    };
+    let mut w = repo.index_writer(BLOBS_PER_INDEX, false);
     for p in packs {
         if matches!(fates[&p.id], Fate::Keep | Fate::Unmark) {
             let blobs = usage.blobs_of(&p.id, false)?;
-            w.add(None, usage::index_pack(p, blobs))?;
+            w.add(usage::index_pack(p, blobs), None)?;
         }
     }
     for g in groups {
         for p in packs.iter().filter(|p| fates[&p.id] == Fate::Wait(g.n)) {
             let blobs = usage.blobs_of(&p.id, false)?;
             w.add(
-                Some((g.marked_at, &g.sessions)),
                 usage::index_pack(p, blobs),
+                Some((g.marked_at, &g.sessions)),
             )?;
         }
     }
@@ -650,62 +644,10 @@ fn write_index(
     for p in packs {
         if matches!(fates[&p.id], Fate::Mark | Fate::Repack | Fate::Delete) {
             let blobs = usage.blobs_of(&p.id, false)?;
-            w.add(Some((new_group, &[UNSETTLED])), usage::index_pack(p, blobs))?;
+            w.add(usage::index_pack(p, blobs), Some((new_group, &[UNSETTLED])))?;
         }
     }
-    w.flush()?;
-    Ok(w.written)
-}
-
-/// Fills index files up to [`BLOBS_PER_INDEX`] entries.
-struct IndexWriter<'r> {
-    repo: &'r Repository,
-    file: IndexFile,
-    blobs: usize,
-    written: Vec<IndexId>,
-}
-
-impl IndexWriter<'_> {
-    fn add(&mut self, group: Option<(i64, &[SessionId])>, p: IndexPack) -> Result<()> {
-        self.blobs += p.blobs.len();
-        match group {
-            None => self.file.packs.push(p),
-            Some((at, sessions)) => {
-                let same = self
-                    .file
-                    .marked
-                    .last()
-                    .is_some_and(|g| g.marked_at == at && g.sessions == sessions);
-                if !same {
-                    self.file.marked.push(MarkedGroup {
-                        marked_at: at,
-                        sessions: sessions.to_vec(),
-                        packs: Vec::new(),
-                    });
-                }
-                self.file
-                    .marked
-                    .last_mut()
-                    .expect("invariant: pushed above")
-                    .packs
-                    .push(p);
-            }
-        }
-        if self.blobs >= BLOBS_PER_INDEX {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if self.file.packs.is_empty() && self.file.marked.is_empty() {
-            return Ok(());
-        }
-        let id = self.repo.save_index(&std::mem::take(&mut self.file))?;
-        self.blobs = 0;
-        self.written.push(id);
-        Ok(())
-    }
+    Ok(w.finish()?.0)
 }
 
 /// Records the sessions found running after the index rewrite with the group marked in this
