@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn::backend::Backend;
-use cairn::backend::faulty::{Faults, FaultyBackend, RetryBackend};
+use cairn::backend::RetryBackend;
+use cairn::backend::faulty::{Faults, FaultyBackend};
 use cairn::crypto::keyfile::KdfParams;
 use cairn::ops::check::{CheckOptions, DataSubset, check};
 use cairn::ops::prune::{PruneOptions, prune};
@@ -284,4 +285,138 @@ fn damage_read_back_is_reported_never_restored() {
             Err(e) => assert!(e.to_string().contains("corrupt"), "{e}"),
         }
     }
+}
+
+/// The repository in `dir` over a FaultyBackend with `faults`, and that backend (to count).
+fn faulty(
+    dir: &Path,
+    cache: &str,
+    seed: u64,
+    faults: Faults,
+) -> (
+    cairn::Result<Repository>,
+    Arc<FaultyBackend<Arc<dyn Backend>>>,
+) {
+    let mut kept = None;
+    let repo = open(dir, cache, |b| {
+        let f = Arc::new(FaultyBackend::new(b, seed, faults));
+        kept = Some(f.clone());
+        f
+    });
+    (repo, kept.expect("wrapped"))
+}
+
+#[test]
+fn short_writes_are_caught_and_written_again() {
+    let d = tempfile::tempdir().unwrap();
+    init(d.path());
+    let (repo, store) = faulty(
+        d.path(),
+        "cache",
+        4,
+        Faults {
+            short_write: 250_000,
+            ..Faults::default()
+        },
+    );
+    let repo = repo.unwrap();
+    let a = source(d.path(), "a", 4);
+    let s1 = take(&repo, &a).unwrap();
+    let b = source(d.path(), "b", 5);
+    let s2 = take(&repo, &b).unwrap();
+    repo.delete_snapshot(&s1).unwrap();
+    prune(&repo, &PruneOptions::default()).unwrap();
+    assert!(
+        store
+            .counts
+            .injected
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 3,
+        "too few short writes to show anything"
+    );
+    // Read back through an honest store: every file is whole.
+    let repo = clean(d.path());
+    check_clean(&repo, true);
+    restores_exactly(&repo, &s2, &b, &d.path().join("r"));
+
+    // A store that truncates every write: the run stops with an error that says so, and
+    // leaves nothing a snapshot references broken.
+    let c = source(d.path(), "c", 6);
+    let (repo, _) = faulty(
+        d.path(),
+        "cache-2",
+        7,
+        Faults {
+            short_write: 1_000_000,
+            ..Faults::default()
+        },
+    );
+    let err = repo.and_then(|r| take(&r, &c)).unwrap_err().to_string();
+    assert!(
+        err.contains("acknowledged") && err.contains("kept"),
+        "{err}"
+    );
+    forget_dead_sessions(d.path());
+    let repo = clean(d.path());
+    check_clean(&repo, false);
+    restores_exactly(&repo, &s2, &b, &d.path().join("r2"));
+    let s3 = take(&repo, &c).unwrap();
+    restores_exactly(&repo, &s3, &c, &d.path().join("r3"));
+}
+
+#[test]
+fn a_slow_store_racing_a_prune_loses_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    init(d.path());
+    let a = source(d.path(), "a", 8);
+    let s1 = take(&clean(d.path()), &a).unwrap();
+    // The slow run backs up `a` again plus new files: it deduplicates against the packs of
+    // s1, which a prune running at the same time finds unused once s1 is forgotten.
+    let c = source(d.path(), "c", 9);
+    for (name, data) in files(&a) {
+        write(&c, &format!("from-a/{name}"), &data);
+    }
+    let (slow, store) = faulty(
+        d.path(),
+        "cache-slow",
+        1,
+        Faults {
+            delay: Some(Duration::from_millis(30)),
+            ..Faults::default()
+        },
+    );
+    let slow = slow.unwrap();
+    let racing = std::thread::scope(|s| {
+        let taker = s.spawn(|| take(&slow, &c));
+        // Let the slow run get going, then forget s1 and prune under it.
+        std::thread::sleep(Duration::from_millis(100));
+        let repo = clean(d.path());
+        repo.delete_snapshot(&s1).unwrap();
+        let r = prune(&repo, &PruneOptions::default()).unwrap();
+        (taker.join().unwrap().unwrap(), r)
+    });
+    let (s2, pruned) = racing;
+    assert!(
+        pruned.packs_marked > 0,
+        "the prune found nothing to take: {pruned:?}"
+    );
+    assert!(
+        store
+            .counts
+            .calls
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 10
+    );
+    let repo = clean(d.path());
+    check_clean(&repo, true);
+    restores_exactly(&repo, &s2, &c, &d.path().join("r"));
+    // Once the slow run has ended, s2's need of the marked packs takes them back into use,
+    // and s2 stays whole.
+    let next = prune(&repo, &PruneOptions::default()).unwrap();
+    assert!(
+        pruned.packs_unmarked + next.packs_unmarked > 0,
+        "marked packs s2 needs were never taken back: {pruned:?} {next:?}"
+    );
+    check_clean(&repo, true);
+    restores_exactly(&repo, &s2, &c, &d.path().join("r2"));
 }

@@ -1,13 +1,11 @@
-//! Backends that break on purpose, and the retrying decorator that rides out what is
-//! transient.
+//! A backend that breaks on purpose, for tests.
 //!
 //! [`FaultyBackend`] wraps any backend and, decided by a seed, fails writes and reads,
 //! writes short files that it reports as complete, flips a bit of what it reads, slows calls
 //! down, or "crashes" after a number of operations (every later call fails, as if the process
 //! had died with what was written so far). Tests run snapshot, restore, check and prune on it
-//! to show that transient faults are ridden out, permanent ones stop a run with an error, and
-//! damage is reported rather than restored. [`RetryBackend`] retries the errors a remote store
-//! gives transiently (interrupted, timed out, reset) a bounded number of times with backoff.
+//! to show that transient faults are ridden out (by [`super::RetryBackend`] over it),
+//! permanent ones stop a run with an error, and damage is reported rather than restored.
 
 use std::io::ErrorKind;
 use std::sync::Mutex;
@@ -154,83 +152,10 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     }
 }
 
-/// Retries what a store reports as transient: up to `attempts` tries per call, sleeping
-/// `base`, `2 × base`, `4 × base`… in between. Anything else, and the last transient error,
-/// is returned as it is.
-pub struct RetryBackend<B> {
-    inner: B,
-    attempts: u32,
-    base: Duration,
-    /// Retries made so far.
-    pub retries: AtomicU64,
-}
-
-impl<B: Backend> RetryBackend<B> {
-    /// Wraps `inner`.
-    pub fn new(inner: B, attempts: u32, base: Duration) -> Self {
-        RetryBackend {
-            inner,
-            attempts: attempts.max(1),
-            base,
-            retries: AtomicU64::new(0),
-        }
-    }
-
-    fn with<T>(&self, f: impl Fn() -> Result<T>) -> Result<T> {
-        let mut tries = 0;
-        loop {
-            match f() {
-                Err(e) if is_transient(&e) && tries + 1 < self.attempts => {
-                    std::thread::sleep(self.base * 2u32.saturating_pow(tries));
-                    tries += 1;
-                    self.retries.fetch_add(1, Ordering::Relaxed);
-                }
-                r => return r,
-            }
-        }
-    }
-}
-
-/// True for the errors worth another try.
-pub fn is_transient(e: &Error) -> bool {
-    matches!(e, Error::Io { err, .. } if matches!(
-        err.kind(),
-        ErrorKind::Interrupted
-            | ErrorKind::TimedOut
-            | ErrorKind::WouldBlock
-            | ErrorKind::ConnectionReset
-            | ErrorKind::ConnectionAborted
-    ))
-}
-
-impl<B: Backend> Backend for RetryBackend<B> {
-    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        self.with(|| self.inner.put(kind, name, data))
-    }
-    fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        self.with(|| self.inner.get(kind, name))
-    }
-    fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.with(|| self.inner.get_range(kind, name, offset, len))
-    }
-    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
-        self.with(|| self.inner.list(kind))
-    }
-    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
-        self.with(|| self.inner.delete(kind, name))
-    }
-    fn stat(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
-        self.with(|| self.inner.stat(kind, name))
-    }
-    fn remove_stale_temps(&self) -> Result<usize> {
-        self.with(|| self.inner.remove_stale_temps())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::MemoryBackend;
+    use crate::backend::{MemoryBackend, RetryBackend};
 
     #[test]
     fn faults_are_reproducible_and_retries_ride_them_out() {

@@ -280,6 +280,10 @@ impl Backend for LocalBackend {
         self.remove_stale()
     }
 
+    fn streams(&self) -> bool {
+        true
+    }
+
     fn create(&self, kind: FileKind) -> Result<Box<dyn NewFile + '_>> {
         use std::os::unix::fs::OpenOptionsExt;
         // In the kind's base folder (for packs, `packs/` itself, where nothing is listed).

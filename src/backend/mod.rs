@@ -9,12 +9,17 @@
 pub mod faulty;
 mod local;
 mod memory;
+mod retry;
 
 pub use local::LocalBackend;
 pub(crate) use local::process_alive;
 pub use memory::MemoryBackend;
+pub use retry::{RetryBackend, is_transient};
 
 use crate::error::Result;
+
+/// Writes [`Backend::put_checked`] makes of one file before it gives up.
+pub const PUT_ATTEMPTS: u32 = 3;
 
 /// The kinds of repository file, each in its own folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,6 +67,29 @@ pub trait Backend: Send + Sync {
     /// Stores `data` under (kind, name) atomically and durably: when this returns, the file is
     /// complete and survives a crash; before, no reader sees a partial file.
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
+    /// `put`, then confirms with `stat` that the store kept every byte, writing again (up to
+    /// [`PUT_ATTEMPTS`] times in all) when it did not. A store that acknowledges a write it
+    /// truncated would otherwise leave an index naming a pack that cannot be read; one `stat`
+    /// per file is the price. Every repository write goes through here.
+    fn put_checked(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        let mut kept = None;
+        for _ in 0..PUT_ATTEMPTS {
+            self.put(kind, name, data)?;
+            kept = self.stat(kind, name)?;
+            if kept == Some(data.len() as u64) {
+                return Ok(());
+            }
+        }
+        Err(crate::Error::io(
+            kind.rel_path(name),
+            std::io::Error::other(format!(
+                "the store acknowledged {} bytes but kept {} ({PUT_ATTEMPTS} attempts); \
+                 check the storage for faults before the next run",
+                data.len(),
+                kept.map_or("none".to_string(), |k| k.to_string()),
+            )),
+        ))
+    }
     /// Reads a whole file. A missing file is `Error::Missing`.
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
     /// Reads `len` bytes at `offset`; a short read is an error.
@@ -89,6 +117,12 @@ pub trait Backend: Send + Sync {
             buf: Vec::new(),
         }))
     }
+    /// True when [`create`](Self::create) writes straight to storage instead of buffering
+    /// and `put`ting: a decorator then forwards `create` (a pack is never held whole in
+    /// memory), at the cost of not adding its behaviour to those writes.
+    fn streams(&self) -> bool {
+        false
+    }
 }
 
 /// A file being written; see [`Backend::create`].
@@ -112,7 +146,7 @@ impl<B: Backend + ?Sized> NewFile for BufferedFile<'_, B> {
         Ok(())
     }
     fn commit(self: Box<Self>, name: &str) -> Result<()> {
-        self.backend.put(self.kind, name, &self.buf)
+        self.backend.put_checked(self.kind, name, &self.buf)
     }
 }
 
@@ -133,6 +167,9 @@ pub struct DryRunBackend<B>(pub B);
 
 impl<B: Backend> Backend for DryRunBackend<B> {
     fn put(&self, _: FileKind, _: &str, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
+    fn put_checked(&self, _: FileKind, _: &str, _: &[u8]) -> Result<()> {
         Ok(())
     }
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
@@ -159,6 +196,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         (**self).put(kind, name, data)
     }
+    fn put_checked(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        (**self).put_checked(kind, name, data)
+    }
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         (**self).get(kind, name)
     }
@@ -179,6 +219,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn create(&self, kind: FileKind) -> Result<Box<dyn NewFile + '_>> {
         (**self).create(kind)
+    }
+    fn streams(&self) -> bool {
+        (**self).streams()
     }
 }
 

@@ -31,6 +31,10 @@ enum RepairWhat {
         /// Report what is lost; write nothing.
         #[arg(long, short = 'n')]
         dry_run: bool,
+        /// Read every pack first: blobs that are present but damaged count as lost too
+        /// (without it, only missing data and unreadable directory listings are found).
+        #[arg(long)]
+        read_data: bool,
     },
 }
 
@@ -59,11 +63,21 @@ pub fn run(g: &Globals, a: RepairArgs) -> Result<i32> {
             }
             Ok(if r.unreadable.is_empty() { 0 } else { 1 })
         }
-        RepairWhat::Snapshots { forget, dry_run } => {
-            let r = repair_snapshots(&repo, forget, dry_run)?;
+        RepairWhat::Snapshots {
+            forget,
+            dry_run,
+            read_data,
+        } => {
+            let r = repair_snapshots(&repo, forget, dry_run, read_data)?;
             if g.json {
                 g.print_json(&r)?;
                 return Ok(0);
+            }
+            if read_data {
+                g.say(format!(
+                    "{} packs read; {} blobs in them are damaged",
+                    r.packs_read, r.damaged_blobs
+                ));
             }
             for s in &r.repaired {
                 let new = s

@@ -1,6 +1,8 @@
 //! `repair index`: rebuild the index from the packs themselves. `repair snapshots`: rewrite
 //! the snapshots whose trees need blobs that are lost, so that what remains restores and
-//! `check` passes again.
+//! `check` passes again. A blob is lost when no index names it, when its pack is gone, and
+//! (with `--read-data`, which reads every pack) when it does not authenticate where the index
+//! places it.
 //!
 //! Every pack ends with a sealed header that lists its blobs, so the index can always be
 //! rebuilt from `packs/` alone: when index files are lost, damaged, or name packs that are
@@ -11,13 +13,14 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SessionId, SnapshotId};
 use crate::repo::Repository;
-use crate::repo::blob::BlobType;
+use crate::repo::blob::{BlobType, open_blob};
 use crate::repo::index::{IndexFile, IndexPack};
 use crate::repo::saver::BlobSaver;
 use crate::tree::{NodeKind, Tree};
@@ -184,6 +187,10 @@ pub struct RepairSnapshotsReport {
     pub snapshots: u64,
     /// Those that needed lost blobs, rewritten.
     pub repaired: Vec<Repaired>,
+    /// With `read_data`: packs read, and blobs found damaged in them (lost like missing ones).
+    pub packs_read: u64,
+    /// See `packs_read`.
+    pub damaged_blobs: u64,
     /// True when the damaged snapshots were removed once their copies were written.
     pub forgot: bool,
     /// True when nothing was written.
@@ -193,11 +200,14 @@ pub struct RepairSnapshotsReport {
 /// Rewrites every snapshot that needs lost blobs: a file keeps its content up to its first
 /// lost blob (its size shrinks accordingly), a directory whose tree is lost becomes empty.
 /// The copy is tagged `repaired` and remembers the damaged snapshot as `original`; with
-/// `forget`, the damaged snapshot file is removed once the copy is durable.
+/// `forget`, the damaged snapshot file is removed once the copy is durable. With
+/// `read_data`, every pack is read first and blobs that fail to authenticate count as lost
+/// too (without it, only missing blobs and unreadable trees are found).
 pub fn repair_snapshots(
     repo: &Repository,
     forget: bool,
     dry_run: bool,
+    read_data: bool,
 ) -> Result<RepairSnapshotsReport> {
     let session = if dry_run {
         None
@@ -216,6 +226,14 @@ pub fn repair_snapshots(
         .map(|(n, _)| n)
         .collect();
     ensure_index_complete(repo, &stored)?;
+    let damaged = if read_data {
+        let (packs, damaged) = damaged_blobs(repo, &stored)?;
+        rep.packs_read = packs;
+        rep.damaged_blobs = damaged.len() as u64;
+        damaged
+    } else {
+        HashSet::new()
+    };
     let snapshots = repo.snapshots()?;
     // A damaged snapshot already repaired (and kept, without --forget) is not copied again.
     let done: HashSet<SnapshotId> = snapshots
@@ -236,6 +254,7 @@ pub fn repair_snapshots(
             let mut fixer = Fixer {
                 repo,
                 stored: &stored,
+                damaged: &damaged,
                 saver: (!dry_run).then(|| BlobSaver::start(repo, &claims, s)),
                 memo: &mut memo,
             };
@@ -268,6 +287,58 @@ pub fn repair_snapshots(
         s.end()?;
     }
     Ok(rep)
+}
+
+/// Reads every indexed pack, one index file at a time (memory stays bounded by the largest
+/// index file and one pack per thread), and returns the number of packs read and the blobs
+/// that do not authenticate where the index places them, with that pack. A pack that cannot
+/// be read at all loses every blob the index places in it; marked packs already deleted are
+/// skipped.
+fn damaged_blobs(
+    repo: &Repository,
+    stored: &HashSet<String>,
+) -> Result<(u64, HashSet<(BlobId, PackId)>)> {
+    let mut damaged = HashSet::new();
+    let mut read = 0;
+    let files = repo.cache().known_index_files()?;
+    for file in files {
+        let f = repo.load_index(&file)?;
+        let packs: Vec<&IndexPack> = f
+            .packs
+            .iter()
+            .chain(f.marked.iter().flat_map(|g| g.packs.iter()))
+            // A marked pack may be deleted already; a pack in use is there (checked before).
+            .filter(|p| stored.contains(&p.id.to_hex()))
+            .collect();
+        let found: Vec<Result<Vec<BlobId>>> =
+            packs.par_iter().map(|p| damaged_in(repo, p)).collect();
+        for (p, r) in packs.iter().zip(found) {
+            read += 1;
+            damaged.extend(r?.into_iter().map(|b| (b, p.id)));
+        }
+    }
+    Ok((read, damaged))
+}
+
+/// The blobs of one pack that do not authenticate at their indexed place.
+fn damaged_in(repo: &Repository, p: &IndexPack) -> Result<Vec<BlobId>> {
+    let bytes = match repo.backend().get(FileKind::Pack, &p.id.to_hex()) {
+        Ok(b) => b,
+        Err(Error::Missing(_) | Error::Corrupt { .. }) => {
+            return Ok(p.blobs.iter().map(|b| b.id).collect());
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(p.blobs
+        .iter()
+        .filter(|e| {
+            let (start, end) = (e.offset as usize, e.offset as usize + e.length as usize);
+            bytes.get(start..end).is_none_or(|sealed| {
+                open_blob(repo.key(), p.blob_type, &e.id, sealed, e.raw_len as usize).is_err()
+            })
+        })
+        .map(|e| e.id)
+        .collect())
 }
 
 /// Refuses to judge blobs lost while the index itself is incomplete: a blob that only a
@@ -308,6 +379,8 @@ fn ensure_index_complete(repo: &Repository, stored: &HashSet<String>) -> Result<
 struct Fixer<'a, 's, 'r> {
     repo: &'r Repository,
     stored: &'a HashSet<String>,
+    /// Blobs that failed to authenticate in the pack the index places them in.
+    damaged: &'a HashSet<(BlobId, PackId)>,
     saver: Option<BlobSaver<'s, 'r>>,
     /// Tree id → repaired tree id and what it lost (relative paths).
     memo: &'a mut HashMap<BlobId, (BlobId, Vec<String>)>,
@@ -320,6 +393,7 @@ impl Fixer<'_, '_, '_> {
             .repo
             .locate(id)?
             .filter(|l| self.stored.contains(&l.pack.to_hex()))
+            .filter(|l| !self.damaged.contains(&(*id, l.pack)))
             .map(|l| l.raw_len))
     }
 

@@ -206,9 +206,12 @@ impl Cache {
             .map_err(|e| self.err(e))
     }
 
-    /// Makes a rebuild visible.
+    /// Makes a rebuild visible. Proofs of packs no index names any more (a prune deleted
+    /// them) are dropped with it, so the ledger stays as large as the repository.
     pub fn commit_rebuild(&self) -> Result<()> {
-        self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))
+        self.conn
+            .execute_batch("DELETE FROM verified WHERE pack NOT IN (SELECT id FROM packs); COMMIT")
+            .map_err(|e| self.err(e))
     }
 
     /// Drops a rebuild; the old mirror stays.
@@ -581,5 +584,32 @@ mod tests {
         drop(conn);
         let c = Cache::open(&d.path().join("c.sqlite")).unwrap();
         assert_eq!(c.copy_lookup(b"one", &a).unwrap(), None);
+    }
+
+    #[test]
+    fn a_rebuild_drops_the_proofs_of_packs_no_index_names() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Cache::open(&d.path().join("c.sqlite")).unwrap();
+        let both = IndexFile {
+            packs: vec![pack(1, &[1]), pack(2, &[2])],
+            ..IndexFile::default()
+        };
+        c.add_index_file(&IndexId([1; 32]), &both).unwrap();
+        c.record_verified(&PackId([1; 32]), Some(100)).unwrap();
+        c.record_verified(&PackId([2; 32]), Some(200)).unwrap();
+        // A prune deleted pack 2: the rebuilt mirror names only pack 1.
+        c.begin_rebuild().unwrap();
+        let after = IndexFile {
+            packs: vec![pack(1, &[1])],
+            ..IndexFile::default()
+        };
+        c.add_index_file(&IndexId([2; 32]), &after).unwrap();
+        c.commit_rebuild().unwrap();
+        let ledger = c.verified().unwrap();
+        assert_eq!(ledger.get(&PackId([1; 32])), Some(&100));
+        assert_eq!(ledger.len(), 1);
+        // A damaged pack loses its proof.
+        c.record_verified(&PackId([1; 32]), None).unwrap();
+        assert!(c.verified().unwrap().is_empty());
     }
 }

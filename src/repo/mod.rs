@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use zeroize::Zeroizing;
 
-use crate::backend::{Backend, FileKind, LocalBackend};
+use crate::backend::{Backend, FileKind, LocalBackend, RetryBackend};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::MasterKey;
 use crate::crypto::keyfile::{KdfParams, KeyFile, KeyFileError};
@@ -36,6 +36,10 @@ const INDEX_AAD: &[u8] = b"cairn index v1";
 const SNAPSHOT_AAD: &[u8] = b"cairn snapshot v1";
 /// Upper bound on a decoded snapshot or index file (hostile input guard).
 const MAX_FILE_PLAINTEXT: usize = 1 << 30;
+/// Tries of a store call that fails transiently, and the first pause between them
+/// (doubled each time: 0.2 + 0.4 + 0.8 s at most).
+const RETRY_ATTEMPTS: u32 = 4;
+const RETRY_BASE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Parameters of `init`.
 #[derive(Clone, Debug)]
@@ -196,10 +200,11 @@ impl Repository {
         let kf = KeyFile::wrap(&key, password, opts.kdf, &host, &user)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         let key_id = random_key_id();
-        local.put(FileKind::Key, &key_id.to_hex(), &kf.encode())?;
+        local.put_checked(FileKind::Key, &key_id.to_hex(), &kf.encode())?;
         // `config` last: its presence is what makes the directory a repository.
-        local.put(FileKind::Config, "config", &config.encode())?;
-        Self::assemble(Arc::new(local), root, config, key, key_id, cache_dir)
+        local.put_checked(FileKind::Config, "config", &config.encode())?;
+        let store = RetryBackend::new(local, RETRY_ATTEMPTS, RETRY_BASE);
+        Self::assemble(Arc::new(store), root, config, key, key_id, cache_dir)
     }
 
     /// Opens the repository at `root`. `password` is asked for only once the repository is
@@ -436,7 +441,8 @@ impl Repository {
     pub fn save_index(&self, f: &IndexFile) -> Result<IndexId> {
         let bytes = blob::seal_file(&self.key, INDEX_AAD, &f.encode(), Compression::Off);
         let id = IndexId(file_hash(&bytes));
-        self.backend.put(FileKind::Index, &id.to_hex(), &bytes)?;
+        self.backend
+            .put_checked(FileKind::Index, &id.to_hex(), &bytes)?;
         if !self.dry_run {
             self.cache().add_index_file(&id, f)?;
         }
@@ -545,7 +551,8 @@ impl Repository {
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<SnapshotId> {
         let bytes = blob::seal_file(&self.key, SNAPSHOT_AAD, &s.encode(), Compression::Auto);
         let id = SnapshotId(file_hash(&bytes));
-        self.backend.put(FileKind::Snapshot, &id.to_hex(), &bytes)?;
+        self.backend
+            .put_checked(FileKind::Snapshot, &id.to_hex(), &bytes)?;
         Ok(id)
     }
 
@@ -710,7 +717,7 @@ impl Repository {
             .map_err(|e| Error::Invalid(e.to_string()))?;
         let id = random_key_id();
         self.backend
-            .put(FileKind::Key, &id.to_hex(), &kf.encode())?;
+            .put_checked(FileKind::Key, &id.to_hex(), &kf.encode())?;
         Ok(id)
     }
 

@@ -51,6 +51,16 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
+    /// Decodes an authenticated session record (its JSON plaintext).
+    pub fn decode(plain: &[u8]) -> std::result::Result<SessionInfo, String> {
+        serde_json::from_slice(plain).map_err(|e| e.to_string())
+    }
+
+    /// Encodes the record's JSON plaintext.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("invariant: session record serialises")
+    }
+
     /// True while the session may still be running: judged by its process when it is on
     /// this host, by its last refresh otherwise.
     pub fn is_live(&self, now: DateTime<Utc>, stale_after: Duration, this_host: &str) -> bool {
@@ -64,14 +74,13 @@ impl SessionInfo {
 
 /// Seals a session record.
 pub fn seal(key: &MasterKey, info: &SessionInfo) -> Vec<u8> {
-    let json = serde_json::to_vec(info).expect("invariant: session record serialises");
-    blob::seal_file(key, SESSION_AAD, &json, Compression::Off)
+    blob::seal_file(key, SESSION_AAD, &info.encode(), Compression::Off)
 }
 
 /// Opens a sealed session record.
 pub fn open(key: &MasterKey, bytes: &[u8]) -> std::result::Result<SessionInfo, String> {
     let plain = blob::open_file(key, SESSION_AAD, bytes, MAX_SESSION_PLAINTEXT)?;
-    serde_json::from_slice(&plain).map_err(|e| e.to_string())
+    SessionInfo::decode(&plain)
 }
 
 /// A running session; ends (its file deleted) when dropped or by [`Session::end`].
@@ -98,7 +107,7 @@ impl Session {
             started: now,
             refreshed: now,
         };
-        backend.put(FileKind::Session, &id.to_hex(), &seal(key, &info))?;
+        backend.put_checked(FileKind::Session, &id.to_hex(), &seal(key, &info))?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let beat = {
             let (backend, stop, key) = (backend.clone(), stop.clone(), key.clone());
@@ -124,7 +133,9 @@ impl Session {
                         }
                         info.refreshed = Utc::now();
                         // A failed refresh is retried at the next beat; only a prune that
-                        // sees no refresh for `stale_after` treats the session as over.
+                        // sees no refresh for `stale_after` treats the session as over. Not
+                        // `put_checked`: its second write could recreate a file a prune has
+                        // just removed.
                         let _ = backend.put(FileKind::Session, &id.to_hex(), &seal(&key, &info));
                     }
                 })
