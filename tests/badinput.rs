@@ -256,3 +256,119 @@ fn the_cache_is_disposable_even_mid_run() {
         random_bytes(4, 100_000)
     );
 }
+
+/// Every command, given too few, too many or invalid arguments: exit 2 with clap's usage
+/// error for what the command line itself gets wrong, exit 1 with one line naming the
+/// problem for what only the repository can tell; never a panic, and nothing written.
+#[test]
+fn every_command_rejects_bad_arguments_clearly() {
+    let e = Env::new();
+    let src = e.path("src");
+    write(&src, "f", b"content");
+    e.snapshot(&[&src]);
+    let before = e.repo_files();
+    let t = e.path("t");
+    let t = t.to_str().unwrap();
+    for (args, code, needle) in [
+        (vec!["init", "extra"], 2, "unexpected argument"),
+        (vec!["init", "--kdf-memory", "x"], 2, "invalid value"),
+        (vec!["init", "--pack-size", "0"], 1, "pack size"),
+        (vec!["snapshot"], 1, "nothing to snapshot"),
+        (vec!["snapshot", "--tag"], 2, "a value is required"),
+        (
+            vec!["snapshot", "--host", "", "src"],
+            2,
+            "must not be empty",
+        ),
+        (
+            vec!["snapshot", "/nonexistent/source"],
+            1,
+            "/nonexistent/source",
+        ),
+        (vec!["snapshots", "extra"], 2, "unexpected argument"),
+        (vec!["ls"], 2, "required arguments"),
+        (vec!["ls", "latest", "/a", "/b"], 2, "unexpected argument"),
+        (vec!["ls", "zzzz"], 1, "neither `latest` nor a snapshot id"),
+        (vec!["ls", "latest", "/no/such/path"], 1, "/no/such/path"),
+        (vec!["restore", "latest"], 2, "--target"),
+        (vec!["restore", "--target", t], 2, "required arguments"),
+        (
+            vec!["restore", "ffff", "--target", t],
+            1,
+            "no snapshot matches",
+        ),
+        (
+            vec![
+                "restore",
+                "latest",
+                "--target",
+                t,
+                "--overwrite",
+                "sometimes",
+            ],
+            2,
+            "invalid value",
+        ),
+        (
+            vec!["restore", "latest", "--target", t, "--include", "["],
+            1,
+            "bad pattern",
+        ),
+        (vec!["dump", "latest"], 2, "required arguments"),
+        (
+            vec!["dump", "latest", "/no/such/file"],
+            1,
+            "not found in the snapshot",
+        ),
+        (vec!["check", "extra"], 2, "unexpected argument"),
+        (vec!["check", "--read-data-subset", "150%"], 2, "(0, 100]"),
+        (vec!["check", "--read-data-subset", "5/3"], 2, "n/t"),
+        (vec!["diff", "latest"], 2, "required arguments"),
+        (vec!["diff", "a", "b", "c"], 2, "unexpected argument"),
+        (vec!["diff", "latest", "ffff"], 1, "no snapshot matches"),
+        (vec!["stats", "a", "b"], 2, "unexpected argument"),
+        (vec!["cat"], 2, "required arguments"),
+        (vec!["cat", "pack"], 2, "invalid value"),
+        (vec!["cat", "tree"], 1, "needs a snapshot"),
+        (
+            vec!["cat", "tree", "1234"],
+            1,
+            "not a full 64-digit tree id",
+        ),
+        (vec!["cat", "index", "12"], 1, "64-digit index id"),
+        (vec!["key"], 2, "requires a subcommand"),
+        (vec!["key", "remove"], 2, "required arguments"),
+        (vec!["key", "remove", "ffffffff"], 1, "no key matches"),
+        (vec!["key", "frobnicate"], 2, "unrecognized subcommand"),
+        (vec!["tag", "latest", "--add"], 2, "a value is required"),
+        (vec!["forget"], 1, "no policy given"),
+        (vec!["forget", "--keep-last", "x"], 2, "invalid value"),
+        (vec!["prune", "extra"], 2, "unexpected argument"),
+        (vec!["copy", "--from-repo"], 2, "a value is required"),
+        (
+            vec!["repair", "snapshots", "extra"],
+            2,
+            "unexpected argument",
+        ),
+        (
+            vec!["repair", "index", "--forget"],
+            2,
+            "unexpected argument",
+        ),
+        (
+            vec!["--no-such-global", "snapshots"],
+            2,
+            "unexpected argument",
+        ),
+    ] {
+        let o = e.run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if code == 1 {
+            assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        }
+    }
+    assert_eq!(before, e.repo_files(), "nothing was written");
+}

@@ -270,5 +270,5 @@ fn ls_shows_odd_names_and_dump_returns_bytes() {
     assert_eq!(o.stdout, random_bytes(9, 300_000));
     let o = env.run(&["dump", "latest", src.join("nope").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not found in snapshot"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found in the snapshot"));
 }

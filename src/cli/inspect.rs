@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
@@ -241,7 +241,15 @@ pub struct CatArgs {
 
 pub fn cat(g: &Globals, a: CatArgs) -> Result<i32> {
     let repo = g.open()?;
-    let need = || a.id.clone().ok_or_else(|| anyhow::anyhow!("give an id"));
+    let need = || {
+        a.id.clone().ok_or_else(|| {
+            anyhow::anyhow!(match a.what {
+                CatWhat::Index => "`cat index` needs a full 64-digit index id",
+                CatWhat::Tree => "`cat tree` needs a snapshot (id prefix or `latest`) or a full 64-digit tree id",
+                _ => "`cat snapshot` needs a snapshot id prefix or `latest`",
+            })
+        })
+    };
     let v = match a.what {
         CatWhat::Config => serde_json::to_value(repo.config())?,
         CatWhat::Snapshot => {
@@ -252,7 +260,12 @@ pub fn cat(g: &Globals, a: CatArgs) -> Result<i32> {
             let id = need()?;
             let id = match id.parse() {
                 Ok(b) => b,
-                Err(_) => repo.resolve_snapshot(&id)?.1.tree,
+                Err(_) => {
+                    repo.resolve_snapshot(&id)
+                        .with_context(|| format!("{id:?} is not a full 64-digit tree id either"))?
+                        .1
+                        .tree
+                }
             };
             let t = repo.load_tree(&id)?;
             json!({ "id": id, "nodes": t.nodes.iter().map(Node::to_json).collect::<Vec<_>>() })

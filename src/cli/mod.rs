@@ -83,7 +83,7 @@ enum Command {
     Prune(prune::PruneArgs),
     /// Copy snapshots from another repository (re-encrypted; only missing data is sent).
     Copy(copy::CopyArgs),
-    /// Rebuild damaged repository structures (`repair index`).
+    /// Rebuild the index from the packs, or cut lost data out of snapshots (`repair index|snapshots`).
     Repair(repair::RepairArgs),
     /// Manage the repository's keys (passwords).
     Key(key::KeyArgs),
@@ -289,6 +289,15 @@ pub fn describe(e: &anyhow::Error) -> String {
 }
 
 /// The exit code for an error.
+/// A value that must not be empty (a host name, say).
+pub fn non_empty(s: &str) -> std::result::Result<String, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     e.chain()
         .find_map(|c| c.downcast_ref::<cairn::Error>())

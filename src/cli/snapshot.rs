@@ -20,7 +20,7 @@ pub struct SnapshotArgs {
     #[arg(long = "tag")]
     tags: Vec<String>,
     /// Host name to record.
-    #[arg(long)]
+    #[arg(long, value_parser = super::non_empty)]
     host: Option<String>,
     /// Leave out matching paths (repeatable); a pattern with / matches the absolute path.
     #[arg(long = "exclude")]

@@ -62,11 +62,13 @@ pub fn find(repo: &Repository, root: &BlobId, path: &Path) -> Result<Option<Node
         }
         walked.push(name);
         let t = repo.load_tree(&tree_id)?;
-        node = Some(
-            t.get(name.as_bytes())
-                .cloned()
-                .ok_or_else(|| Error::PathNotInSnapshot(walked.display().to_string()))?,
-        );
+        node = Some(t.get(name.as_bytes()).cloned().ok_or_else(|| {
+            Error::PathNotInSnapshot(if walked.as_path() == path {
+                path.display().to_string()
+            } else {
+                format!("{} ({} is not there)", path.display(), walked.display())
+            })
+        })?);
     }
     Ok(node)
 }
