@@ -59,6 +59,17 @@ pub enum Error {
         /// The SQLite error (shown in the message).
         err: rusqlite::Error,
     },
+    /// The local cache database turned out damaged while in use; its files were removed.
+    #[error(
+        "cache {path} is damaged ({err}); it was removed and is rebuilt from the repository \
+         on the next run: run the command again"
+    )]
+    CacheDamaged {
+        /// The cache database file.
+        path: PathBuf,
+        /// The SQLite error.
+        err: rusqlite::Error,
+    },
     /// A snapshot reference matched nothing or several snapshots.
     #[error("{0}")]
     SnapshotRef(String),

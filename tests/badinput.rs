@@ -372,3 +372,48 @@ fn every_command_rejects_bad_arguments_clearly() {
     }
     assert_eq!(before, e.repo_files(), "nothing was written");
 }
+
+/// A cache whose header is intact but whose pages are garbage opens fine and fails at the
+/// first query: that run stops with one line saying so, removes the cache, and the next run
+/// rebuilds it without storing anything again.
+#[test]
+fn a_cache_found_damaged_in_use_is_removed_and_rebuilt() {
+    let e = Env::new();
+    let src = e.path("src");
+    write(&src, "a", &random_bytes(5, 300_000));
+    e.snapshot(&[&src]);
+    let mut damaged = Vec::new();
+    for d in std::fs::read_dir(e.path("cache")).unwrap() {
+        for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            let mut b = std::fs::read(&p).unwrap();
+            if b.len() > 4096 {
+                // Keep the first page (header and schema), garble every table.
+                for (i, x) in b[4096..].iter_mut().enumerate() {
+                    *x = (i * 7 + 13) as u8;
+                }
+                std::fs::write(&p, b).unwrap();
+                damaged.push(p);
+            }
+        }
+    }
+    assert!(!damaged.is_empty(), "no cache database found");
+    let o = e.run(&["snapshot", src.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is damaged") && err.contains("run the command again"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        damaged.iter().all(|p| !p.exists()),
+        "the damaged cache is gone"
+    );
+    let s = e.snapshot(&[&src]);
+    assert_eq!(
+        s["data_added"], 0,
+        "the rebuilt cache knows every blob: {s}"
+    );
+    e.ok(&["check", "--read-data"]);
+}

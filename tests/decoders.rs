@@ -234,3 +234,31 @@ fn sealed_envelopes_reject_every_mangling() {
         let _ = unframe(&b, 1 << 16);
     }
 }
+
+#[test]
+fn session_record_decoder() {
+    use cairn::repo::session::{self, SessionInfo};
+    let t = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+    let info = SessionInfo {
+        host: "h".into(),
+        pid: 42,
+        user: "u".into(),
+        command: "snapshot".into(),
+        started: t,
+        refreshed: t,
+    };
+    let mut inputs = mangled(&info.encode());
+    inputs.extend(regressions("session"));
+    for b in &inputs {
+        if let Ok(s) = SessionInfo::decode(b) {
+            assert_eq!(SessionInfo::decode(&s.encode()).unwrap(), s);
+        }
+    }
+    // Sealed: only the untouched record opens.
+    let key = MasterKey::from_seed(3);
+    let accepted = mangled(&session::seal(&key, &info))
+        .iter()
+        .filter(|b| session::open(&key, b).is_ok())
+        .count();
+    assert_eq!(accepted, 1);
+}

@@ -61,6 +61,38 @@ CREATE TABLE IF NOT EXISTS copy_map (src_repo BLOB NOT NULL, src_id BLOB NOT NUL
 CREATE TABLE IF NOT EXISTS verified (pack BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
+/// True for the SQLite errors that mean the file itself is damaged.
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if matches!(
+        f.code,
+        rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+    ))
+}
+
+/// See [`Cache::err`].
+fn in_use_error(path: &Path, source: rusqlite::Error) -> Error {
+    if is_damage(&source) {
+        remove_files(path);
+        return Error::CacheDamaged {
+            path: path.to_path_buf(),
+            err: source,
+        };
+    }
+    Error::Cache {
+        path: path.to_path_buf(),
+        err: source,
+    }
+}
+
+/// Removes a cache database with its journal files.
+fn remove_files(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(&p);
+    }
+}
+
 impl Cache {
     /// Opens (creating if needed) the cache database at `path`.
     pub fn open(path: &Path) -> Result<Self> {
@@ -70,19 +102,8 @@ impl Cache {
         match Self::open_once(path) {
             // A cache file that is not (or no longer) a database: it is disposable, so it is
             // replaced by an empty one and rebuilt from the index files.
-            Err(Error::Cache {
-                err: rusqlite::Error::SqliteFailure(f, _),
-                ..
-            }) if matches!(
-                f.code,
-                rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
-            ) =>
-            {
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut p = path.as_os_str().to_owned();
-                    p.push(suffix);
-                    let _ = std::fs::remove_file(&p);
-                }
+            Err(Error::Cache { err, .. }) if is_damage(&err) => {
+                remove_files(path);
                 Self::open_once(path)
             }
             r => r,
@@ -116,11 +137,11 @@ impl Cache {
         })
     }
 
+    /// Wraps a failure. Damage found while in use (a disk error, a file overwritten meanwhile)
+    /// ends this run, and the files are removed so that the next run starts from an empty
+    /// cache instead of failing the same way.
     fn err(&self, source: rusqlite::Error) -> Error {
-        Error::Cache {
-            path: self.path.clone(),
-            err: source,
-        }
+        in_use_error(&self.path, source)
     }
 
     /// Ids of the index files already mirrored.
@@ -141,10 +162,7 @@ impl Cache {
     /// listed in use somewhere wins over a marked copy: marked entries never hide live ones.
     pub fn add_index_file(&mut self, id: &IndexId, f: &IndexFile) -> Result<()> {
         let path = self.path.clone();
-        let wrap = |source| Error::Cache {
-            path: path.clone(),
-            err: source,
-        };
+        let wrap = |source| in_use_error(&path, source);
         // A savepoint, so that this also works inside a rebuild's transaction.
         let tx = self.conn.savepoint().map_err(wrap)?;
         {
@@ -251,10 +269,7 @@ impl Cache {
         pairs: impl IntoIterator<Item = (&'a BlobId, &'a BlobId)>,
     ) -> Result<()> {
         let path = self.path.clone();
-        let wrap = |source| Error::Cache {
-            path: path.clone(),
-            err: source,
-        };
+        let wrap = |source| in_use_error(&path, source);
         let tx = self.conn.transaction().map_err(wrap)?;
         {
             let mut st = tx
