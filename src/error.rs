@@ -74,7 +74,7 @@ pub enum Error {
     #[error("{0}")]
     SnapshotRef(String),
     /// A path inside a snapshot does not exist.
-    #[error("{0} not found in the snapshot (see `cairn ls SNAPSHOT`)")]
+    #[error("not found in the snapshot: {0} (see `cairn ls SNAPSHOT`)")]
     PathNotInSnapshot(String),
     /// Anything the user asked for that makes no sense.
     #[error("{0}")]

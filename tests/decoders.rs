@@ -247,6 +247,7 @@ fn session_record_decoder() {
         started: t,
         refreshed: t,
     };
+    assert_eq!(SessionInfo::decode(&info.encode()).unwrap(), info);
     let mut inputs = mangled(&info.encode());
     inputs.extend(regressions("session"));
     for b in &inputs {

@@ -339,29 +339,49 @@ fn short_writes_are_caught_and_written_again() {
     check_clean(&repo, true);
     restores_exactly(&repo, &s2, &b, &d.path().join("r"));
 
-    // A store that truncates every write: the run stops with an error that says so, and
-    // leaves nothing a snapshot references broken.
+    // A store that truncates every pack: the run stops with an error that says so, removes
+    // what it could not write whole, and leaves nothing a snapshot references broken.
     let c = source(d.path(), "c", 6);
+    let packs_before = pack_files(d.path());
     let (repo, _) = faulty(
         d.path(),
         "cache-2",
         7,
         Faults {
             short_write: 1_000_000,
+            only: Some(cairn::backend::FileKind::Pack),
             ..Faults::default()
         },
     );
     let err = repo.and_then(|r| take(&r, &c)).unwrap_err().to_string();
     assert!(
-        err.contains("acknowledged") && err.contains("kept"),
+        err.contains("acknowledged") && err.contains("was removed"),
         "{err}"
     );
-    forget_dead_sessions(d.path());
+    assert_eq!(
+        pack_files(d.path()),
+        packs_before,
+        "no truncated pack is left"
+    );
     let repo = clean(d.path());
     check_clean(&repo, false);
     restores_exactly(&repo, &s2, &b, &d.path().join("r2"));
     let s3 = take(&repo, &c).unwrap();
     restores_exactly(&repo, &s3, &c, &d.path().join("r3"));
+}
+
+/// Names of the pack files in the repository.
+fn pack_files(dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for sub in std::fs::read_dir(dir.join("repo/packs")).unwrap() {
+        let sub = sub.unwrap().path();
+        if sub.is_dir() {
+            for f in std::fs::read_dir(sub).unwrap() {
+                out.insert(f.unwrap().file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
 }
 
 #[test]
@@ -388,8 +408,12 @@ fn a_slow_store_racing_a_prune_loses_nothing() {
     let slow = slow.unwrap();
     let racing = std::thread::scope(|s| {
         let taker = s.spawn(|| take(&slow, &c));
-        // Let the slow run get going, then forget s1 and prune under it.
-        std::thread::sleep(Duration::from_millis(100));
+        // Once the slow run has read the index and stored its first pack (its new files
+        // come first: "f0".."f5" sort before "from-a"), forget s1 and prune under it.
+        let before = pack_files(d.path());
+        while pack_files(d.path()) == before && !taker.is_finished() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let repo = clean(d.path());
         repo.delete_snapshot(&s1).unwrap();
         let r = prune(&repo, &PruneOptions::default()).unwrap();

@@ -13,8 +13,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(SessionInfo::decode(&info.encode()).unwrap(), info);
         let now = Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 0).unwrap();
         let _ = info.is_live(now, Duration::from_secs(600), "fuzz-host");
-        let key = MasterKey::from_seed(0);
-        assert_eq!(session::open(&key, &session::seal(&key, &info)).unwrap(), info);
+        // Within the sealed record's plaintext limit (64 KiB), the seal round-trips too.
+        if data.len() < 60_000 {
+            let key = MasterKey::from_seed(0);
+            assert_eq!(session::open(&key, &session::seal(&key, &info)).unwrap(), info);
+        }
     }
     let _ = session::open(&MasterKey::from_seed(0), data);
 });

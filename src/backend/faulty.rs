@@ -30,6 +30,8 @@ pub struct Faults {
     pub delay: Option<Duration>,
     /// After this many calls, every call fails with a permanent error.
     pub crash_after: Option<u64>,
+    /// When set, the per-call faults (not delays or the crash) hit only files of this kind.
+    pub only: Option<FileKind>,
 }
 
 /// What a [`FaultyBackend`] did, for tests to assert on.
@@ -100,7 +102,15 @@ impl<B: Backend> FaultyBackend<B> {
         }
     }
 
-    fn read(&self, mut data: Vec<u8>) -> Result<Vec<u8>> {
+    /// True when the per-call faults apply to files of `kind`.
+    fn targets(&self, kind: FileKind) -> bool {
+        self.faults.only.is_none_or(|k| k == kind)
+    }
+
+    fn read(&self, kind: FileKind, mut data: Vec<u8>) -> Result<Vec<u8>> {
+        if !self.targets(kind) {
+            return Ok(data);
+        }
         if self.hit(self.faults.fail_read) {
             return Err(transient("read"));
         }
@@ -115,6 +125,9 @@ impl<B: Backend> FaultyBackend<B> {
 impl<B: Backend> Backend for FaultyBackend<B> {
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         self.enter()?;
+        if !self.targets(kind) {
+            return self.inner.put(kind, name, data);
+        }
         if self.hit(self.faults.fail_write) {
             return Err(transient("write"));
         }
@@ -127,12 +140,12 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         self.enter()?;
         let data = self.inner.get(kind, name)?;
-        self.read(data)
+        self.read(kind, data)
     }
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.enter()?;
         let data = self.inner.get_range(kind, name, offset, len)?;
-        self.read(data)
+        self.read(kind, data)
     }
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         self.enter()?;

@@ -299,6 +299,7 @@ impl Backend for LocalBackend {
             kind,
             file: Some(file),
             tmp,
+            written: 0,
         }))
     }
 }
@@ -310,6 +311,8 @@ struct LocalNewFile<'b> {
     /// `None` once committed.
     file: Option<File>,
     tmp: PathBuf,
+    /// Bytes handed to `write`, compared with the synced file's length at commit.
+    written: u64,
 }
 
 impl NewFile for LocalNewFile<'_> {
@@ -318,7 +321,9 @@ impl NewFile for LocalNewFile<'_> {
             .file
             .as_mut()
             .expect("invariant: written before commit");
-        f.write_all(data).map_err(|e| Error::io(&self.tmp, e))
+        f.write_all(data).map_err(|e| Error::io(&self.tmp, e))?;
+        self.written += data.len() as u64;
+        Ok(())
     }
 
     fn commit(mut self: Box<Self>, name: &str) -> Result<()> {
@@ -328,9 +333,23 @@ impl NewFile for LocalNewFile<'_> {
         let dir = path
             .parent()
             .expect("invariant: repository paths have a parent");
+        // The length of the synced file is checked as `put_checked` checks other stores: a
+        // network file system that drops part of a write must not yield a named pack.
         let placed = f
             .sync_all()
+            .and_then(|()| f.metadata())
             .map_err(|e| Error::io(&self.tmp, e))
+            .and_then(|m| match m.len() {
+                n if n == self.written => Ok(()),
+                n => Err(Error::io(
+                    &self.tmp,
+                    std::io::Error::other(format!(
+                        "the file system acknowledged {} bytes but kept {n}; check the \
+                         storage for faults before the next run",
+                        self.written
+                    )),
+                )),
+            })
             .and_then(|()| {
                 drop(f);
                 if self.kind == FileKind::Pack {

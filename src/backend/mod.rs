@@ -67,10 +67,20 @@ pub trait Backend: Send + Sync {
     /// Stores `data` under (kind, name) atomically and durably: when this returns, the file is
     /// complete and survives a crash; before, no reader sees a partial file.
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
-    /// `put`, then confirms with `stat` that the store kept every byte, writing again (up to
-    /// [`PUT_ATTEMPTS`] times in all) when it did not. A store that acknowledges a write it
-    /// truncated would otherwise leave an index naming a pack that cannot be read; one `stat`
-    /// per file is the price. Every repository write goes through here.
+    /// `put` without any retry a decorator would add: for a write whose late repetition
+    /// could undo a delete made meanwhile (a session refresh must never bring back a session
+    /// file a prune removed).
+    fn put_once(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        self.put(kind, name, data)
+    }
+    /// `put`, then confirms with `stat` that the store kept the whole length, writing again
+    /// (up to [`PUT_ATTEMPTS`] times in all) when it did not. A store that acknowledges a
+    /// write it truncated would otherwise leave an index naming a pack that cannot be read;
+    /// one `stat` per file is the price. When every attempt comes up short the file is
+    /// deleted (its name is random or the hash of sealed bytes with a fresh nonce, so it is
+    /// nobody else's), so a truncated session file cannot hold a prune back, nor a truncated
+    /// pack stand in no index. Every repository write but session refreshes goes through here
+    /// (a streamed pack through its `commit`).
     fn put_checked(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         let mut kept = None;
         for _ in 0..PUT_ATTEMPTS {
@@ -80,13 +90,14 @@ pub trait Backend: Send + Sync {
                 return Ok(());
             }
         }
+        let _ = self.delete(kind, name);
         Err(crate::Error::io(
             kind.rel_path(name),
             std::io::Error::other(format!(
-                "the store acknowledged {} bytes but kept {} ({PUT_ATTEMPTS} attempts); \
-                 check the storage for faults before the next run",
+                "the store acknowledged {} bytes but kept {} ({PUT_ATTEMPTS} attempts; the \
+                 file was removed); check the storage for faults before the next run",
                 data.len(),
-                kept.map_or("none".to_string(), |k| k.to_string()),
+                kept.map_or_else(|| "none".to_string(), |k| k.to_string()),
             )),
         ))
     }
@@ -198,6 +209,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn put_checked(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         (**self).put_checked(kind, name, data)
+    }
+    fn put_once(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        (**self).put_once(kind, name, data)
     }
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         (**self).get(kind, name)

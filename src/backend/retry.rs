@@ -63,6 +63,9 @@ impl<B: Backend> Backend for RetryBackend<B> {
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         self.with(|| self.inner.put(kind, name, data))
     }
+    fn put_once(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        self.inner.put_once(kind, name, data)
+    }
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         self.with(|| self.inner.get(kind, name))
     }
@@ -119,7 +122,25 @@ mod tests {
         f.write(b"abc").unwrap();
         f.commit(&"ab".repeat(32)).unwrap();
         assert_eq!(r.get(FileKind::Pack, &"ab".repeat(32)).unwrap(), b"abc");
-        let m = RetryBackend::new(MemoryBackend::default(), 3, Duration::ZERO);
+        // A store that buffers: the pack's one `put` goes through the retries.
+        let flaky = crate::backend::faulty::FaultyBackend::new(
+            MemoryBackend::default(),
+            5,
+            crate::backend::faulty::Faults {
+                fail_write: 500_000,
+                ..Default::default()
+            },
+        );
+        let m = RetryBackend::new(flaky, 20, Duration::ZERO);
         assert!(!m.streams());
+        for i in 0..20 {
+            let mut f = m.create(FileKind::Pack).unwrap();
+            f.write(b"abc").unwrap();
+            f.commit(&format!("{i:064}")).unwrap();
+        }
+        assert!(
+            m.retries.load(Ordering::Relaxed) > 0,
+            "no write was retried"
+        );
     }
 }

@@ -288,7 +288,6 @@ pub fn describe(e: &anyhow::Error) -> String {
     format!("{e:#}")
 }
 
-/// The exit code for an error.
 /// A value that must not be empty (a host name, say).
 pub fn non_empty(s: &str) -> std::result::Result<String, String> {
     if s.trim().is_empty() {
@@ -298,6 +297,7 @@ pub fn non_empty(s: &str) -> std::result::Result<String, String> {
     }
 }
 
+/// The exit code for an error.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     e.chain()
         .find_map(|c| c.downcast_ref::<cairn::Error>())

@@ -79,6 +79,14 @@ pub fn run(g: &Globals, a: RepairArgs) -> Result<i32> {
                     r.packs_read, r.damaged_blobs
                 ));
             }
+            if r.damaged_blobs > 0 && !dry_run {
+                g.say(
+                    "the damaged blobs stay in their packs until a prune rewrites them; \
+                     `cairn prune --max-unused 0` does it now (it rewrites every pack with \
+                     unused space)"
+                        .to_string(),
+                );
+            }
             for s in &r.repaired {
                 let new = s
                     .new

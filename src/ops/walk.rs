@@ -66,7 +66,7 @@ pub fn find(repo: &Repository, root: &BlobId, path: &Path) -> Result<Option<Node
             Error::PathNotInSnapshot(if walked.as_path() == path {
                 path.display().to_string()
             } else {
-                format!("{} ({} is not there)", path.display(), walked.display())
+                format!("{}: no {}", path.display(), walked.display())
             })
         })?);
     }

@@ -227,9 +227,13 @@ impl Cache {
     /// Makes a rebuild visible. Proofs of packs no index names any more (a prune deleted
     /// them) are dropped with it, so the ledger stays as large as the repository.
     pub fn commit_rebuild(&self) -> Result<()> {
-        self.conn
-            .execute_batch("DELETE FROM verified WHERE pack NOT IN (SELECT id FROM packs); COMMIT")
-            .map_err(|e| self.err(e))
+        let r = self
+            .conn
+            .execute_batch("DELETE FROM verified WHERE pack NOT IN (SELECT id FROM packs); COMMIT");
+        if r.is_err() {
+            self.abort_rebuild();
+        }
+        r.map_err(|e| self.err(e))
     }
 
     /// Drops a rebuild; the old mirror stays.

@@ -36,10 +36,16 @@ const INDEX_AAD: &[u8] = b"cairn index v1";
 const SNAPSHOT_AAD: &[u8] = b"cairn snapshot v1";
 /// Upper bound on a decoded snapshot or index file (hostile input guard).
 const MAX_FILE_PLAINTEXT: usize = 1 << 30;
-/// Tries of a store call that fails transiently, and the first pause between them
-/// (doubled each time: 0.2 + 0.4 + 0.8 s at most).
+/// Tries of a store call that fails transiently.
 const RETRY_ATTEMPTS: u32 = 4;
+/// The first pause between two tries, doubled each time (0.2 + 0.4 + 0.8 s at most).
 const RETRY_BASE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The store every repository handle works through: the disk behind the retrying decorator.
+/// The one place both `init` and `open` get it from.
+fn store(local: LocalBackend) -> Arc<dyn Backend> {
+    Arc::new(RetryBackend::new(local, RETRY_ATTEMPTS, RETRY_BASE))
+}
 
 /// Parameters of `init`.
 #[derive(Clone, Debug)]
@@ -203,8 +209,7 @@ impl Repository {
         local.put_checked(FileKind::Key, &key_id.to_hex(), &kf.encode())?;
         // `config` last: its presence is what makes the directory a repository.
         local.put_checked(FileKind::Config, "config", &config.encode())?;
-        let store = RetryBackend::new(local, RETRY_ATTEMPTS, RETRY_BASE);
-        Self::assemble(Arc::new(store), root, config, key, key_id, cache_dir)
+        Self::assemble(store(local), root, config, key, key_id, cache_dir)
     }
 
     /// Opens the repository at `root`. `password` is asked for only once the repository is
@@ -234,7 +239,7 @@ impl Repository {
             .map_err(|why| Error::corrupt(format!("{}/config", root.display()), why))?;
         let password = password().map_err(|e| Error::Invalid(format!("{e:#}")))?;
         let (key, key_id) = Self::unlock(&local, root, &password)?;
-        Self::assemble(Arc::new(local), root, config, key, key_id, cache_dir)
+        Self::assemble(store(local), root, config, key, key_id, cache_dir)
     }
 
     fn unlock(b: &dyn Backend, root: &Path, password: &[u8]) -> Result<(MasterKey, KeyId)> {

@@ -133,10 +133,11 @@ impl Session {
                         }
                         info.refreshed = Utc::now();
                         // A failed refresh is retried at the next beat; only a prune that
-                        // sees no refresh for `stale_after` treats the session as over. Not
-                        // `put_checked`: its second write could recreate a file a prune has
-                        // just removed.
-                        let _ = backend.put(FileKind::Session, &id.to_hex(), &seal(&key, &info));
+                        // sees no refresh for `stale_after` treats the session as over. One
+                        // plain write, neither checked nor retried: a second or a late write
+                        // could recreate a file a prune has just removed.
+                        let _ =
+                            backend.put_once(FileKind::Session, &id.to_hex(), &seal(&key, &info));
                     }
                 })
                 .map_err(|e| Error::io("session thread", e))?
