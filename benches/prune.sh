@@ -24,15 +24,9 @@ FILES="${FILES:-200}"
 CHANGE="${CHANGE:-2}"
 SIZE="${SIZE:-65536}"
 log() { echo "[prune $(date +%H:%M:%S)] $*" >&2; }
-if ! command -v restic >/dev/null || [ ! -x /usr/bin/time ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic time >/dev/null
-fi
-if [ -n "${CAIRN_BIN:-}" ]; then
-  CAIRN="$CAIRN_BIN"
-else
-  (cd "$ROOT" && cargo build --release --locked -q)
-  CAIRN="$ROOT/target/release/cairn"
-fi
+. "$ROOT/benches/lib.sh"
+need_tools prune.sh
+cairn_bin
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
 export CAIRN_CACHE_DIR="$W/cairn-cache" RESTIC_CACHE_DIR="$W/restic-cache"
 C=("$CAIRN" -r "$W/cairn-repo" -q)
@@ -67,15 +61,6 @@ if [ "${HISTORY:-}" != reuse ]; then
 fi
 TSV="$W/prune.tsv"
 : > "$TSV"
-measure() { # tool step command...
-  local tool=$1 step=$2 wall usr sys rss; shift 2
-  if ! /usr/bin/time -o "$W/time" -f "%e %U %S %M" "$@" >/dev/null 2>"$W/err"; then
-    cat "$W/err" >&2; echo "$tool $step failed" >&2; exit 1
-  fi
-  read -r wall usr sys rss < "$W/time"
-  printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$step" "$wall" \
-    "$(awk -v a="$usr" -v b="$sys" 'BEGIN { print a + b }')" "$((rss / 1024))" >> "$TSV"
-}
 size() { du -sb "$1" | cut -f1; }
 for tool in cairn restic; do
   if [ "$tool" = cairn ]; then X=("${C[@]}"); repo="$W/cairn-repo"; else X=("${R[@]}"); repo="$W/restic-repo"; fi

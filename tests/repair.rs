@@ -25,6 +25,18 @@ fn setup() -> (Env, std::path::PathBuf, String) {
     (e, src, id)
 }
 
+/// The largest pack: a data pack.
+fn largest_pack(e: &Env) -> std::path::PathBuf {
+    let name = e
+        .repo_files()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("packs/"))
+        .max_by_key(|(_, s)| *s)
+        .unwrap()
+        .0;
+    e.repo().join(name)
+}
+
 fn restores_exactly(e: &Env, id: &str, src: &std::path::Path, into: &str) {
     let t = e.path(into);
     e.json(&["restore", id, "--target", t.to_str().unwrap()], 0);
@@ -98,14 +110,7 @@ fn an_unreadable_pack_is_named_and_the_rest_indexed() {
 fn snapshots_that_need_lost_data_are_rewritten() {
     let (e, src, id) = setup();
     // Lose one data pack.
-    let data_pack = e
-        .repo_files()
-        .into_iter()
-        .filter(|(n, _)| n.starts_with("packs/"))
-        .max_by_key(|(_, s)| *s)
-        .unwrap()
-        .0;
-    std::fs::remove_file(e.repo().join(&data_pack)).unwrap();
+    std::fs::remove_file(largest_pack(&e)).unwrap();
     // Before the index is repaired, nothing can be judged lost.
     let o = e.run(&["repair", "snapshots", "--forget"]);
     assert_eq!(o.status.code(), Some(1));
@@ -202,14 +207,7 @@ fn present_but_damaged_data_is_found_by_reading_it() {
     let (e, src, id) = setup();
     // One flipped byte inside the first blob of a data pack: the pack is there and indexed,
     // only reading it shows the damage.
-    let data_pack = e
-        .repo_files()
-        .into_iter()
-        .filter(|(n, _)| n.starts_with("packs/"))
-        .max_by_key(|(_, s)| *s)
-        .unwrap()
-        .0;
-    let path = e.repo().join(&data_pack);
+    let path = largest_pack(&e);
     let mut b = std::fs::read(&path).unwrap();
     b[100] ^= 0x01;
     std::fs::write(&path, b).unwrap();
