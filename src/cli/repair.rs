@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use cairn::ops::repair::{repair_index, repair_snapshots};
+use cairn::ops::repair::{RepairSnapshotsOptions, repair_index, repair_snapshots};
 
 use super::Globals;
 
@@ -68,7 +68,14 @@ pub fn run(g: &Globals, a: RepairArgs) -> Result<i32> {
             dry_run,
             read_data,
         } => {
-            let r = repair_snapshots(&repo, forget, dry_run, read_data)?;
+            let r = repair_snapshots(
+                &repo,
+                &RepairSnapshotsOptions {
+                    forget,
+                    dry_run,
+                    read_data,
+                },
+            )?;
             if g.json {
                 g.print_json(&r)?;
                 return Ok(0);

@@ -180,6 +180,17 @@ pub struct Repaired {
     pub lost: Vec<String>,
 }
 
+/// How `repair snapshots` runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RepairSnapshotsOptions {
+    /// Remove each damaged snapshot once its repaired copy is durable.
+    pub forget: bool,
+    /// Write nothing; report what would be repaired.
+    pub dry_run: bool,
+    /// Read every pack first, so that blobs damaged inside present packs count as lost.
+    pub read_data: bool,
+}
+
 /// What `repair snapshots` did.
 #[derive(Debug, Default, Serialize)]
 pub struct RepairSnapshotsReport {
@@ -205,10 +216,13 @@ pub struct RepairSnapshotsReport {
 /// too (without it, only missing blobs and unreadable trees are found).
 pub fn repair_snapshots(
     repo: &Repository,
-    forget: bool,
-    dry_run: bool,
-    read_data: bool,
+    opts: &RepairSnapshotsOptions,
 ) -> Result<RepairSnapshotsReport> {
+    let RepairSnapshotsOptions {
+        forget,
+        dry_run,
+        read_data,
+    } = *opts;
     let session = if dry_run {
         None
     } else {
