@@ -344,6 +344,7 @@ fn every_command_rejects_bad_arguments_clearly() {
         (vec!["forget"], 1, "no policy given"),
         (vec!["forget", "--keep-last", "x"], 2, "invalid value"),
         (vec!["prune", "extra"], 2, "unexpected argument"),
+        (vec!["prune", "--repack", "zz"], 2, "invalid value"),
         (vec!["copy", "--from-repo"], 2, "a value is required"),
         (
             vec!["repair", "snapshots", "extra"],

@@ -14,6 +14,11 @@ pub struct PruneArgs {
     /// Report what would be done, change nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    /// Rewrite this pack whatever its unused share (repeatable; a full pack id): after
+    /// `repair snapshots --read-data` has cut its damaged blobs out of every snapshot, the
+    /// damage goes with it.
+    #[arg(long = "repack", value_name = "PACK")]
+    pub repack: Vec<cairn::id::PackId>,
 }
 
 /// The settings `prune` and `forget --prune` share.
@@ -44,13 +49,16 @@ impl PruneTuning {
             dry_run,
             stale_after: self.stale_after,
             keep_marked: self.keep_marked,
+            repack: Default::default(),
         }
     }
 }
 
 pub fn run(g: &Globals, a: PruneArgs) -> Result<i32> {
     let repo = g.open()?;
-    let r = prune(&repo, &a.tuning.options(a.dry_run))?;
+    let mut opts = a.tuning.options(a.dry_run);
+    opts.repack = a.repack.into_iter().collect();
+    let r = prune(&repo, &opts)?;
     print_report(g, &r)?;
     Ok(0)
 }

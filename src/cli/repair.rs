@@ -86,13 +86,17 @@ pub fn run(g: &Globals, a: RepairArgs) -> Result<i32> {
                     r.packs_read, r.damaged_blobs
                 ));
             }
-            if r.damaged_blobs > 0 && !dry_run {
-                g.say(
-                    "the damaged blobs stay in their packs until a prune rewrites them; \
-                     `cairn prune --max-unused 0` does it now (it rewrites every pack with \
-                     unused space)"
-                        .to_string(),
-                );
+            if !r.damaged_packs.is_empty() && !dry_run {
+                let args: Vec<String> = r
+                    .damaged_packs
+                    .iter()
+                    .map(|p| format!("--repack {p}"))
+                    .collect();
+                g.say(format!(
+                    "the damaged blobs stay in their packs until a prune rewrites them: \
+                     `cairn prune {}` does it now",
+                    args.join(" ")
+                ));
             }
             for s in &r.repaired {
                 let new = s

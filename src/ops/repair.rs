@@ -202,6 +202,8 @@ pub struct RepairSnapshotsReport {
     pub packs_read: u64,
     /// See `packs_read`.
     pub damaged_blobs: u64,
+    /// The packs holding them, for `prune --repack`.
+    pub damaged_packs: Vec<PackId>,
     /// True when the damaged snapshots were removed once their copies were written.
     pub forgot: bool,
     /// True when nothing was written.
@@ -244,6 +246,8 @@ pub fn repair_snapshots(
         let (packs, damaged) = damaged_blobs(repo, &stored)?;
         rep.packs_read = packs;
         rep.damaged_blobs = damaged.len() as u64;
+        let packs: std::collections::BTreeSet<PackId> = damaged.iter().map(|(_, p)| *p).collect();
+        rep.damaged_packs = packs.into_iter().collect();
         damaged
     } else {
         HashSet::new()

@@ -90,6 +90,10 @@ pub struct PruneOptions {
     pub stale_after: Duration,
     /// Marked packs are kept at least this long, whatever the sessions say.
     pub keep_marked: Duration,
+    /// Packs to rewrite whatever their unused share (and outside `max_repack`): those in
+    /// which `check --read-data` found damage that `repair snapshots --read-data` has cut
+    /// out of every snapshot, so that the damage goes with them.
+    pub repack: HashSet<PackId>,
 }
 
 impl Default for PruneOptions {
@@ -100,6 +104,7 @@ impl Default for PruneOptions {
             dry_run: false,
             stale_after: Duration::from_secs(3600),
             keep_marked: Duration::ZERO,
+            repack: HashSet::new(),
         }
     }
 }
@@ -492,6 +497,7 @@ fn decide(
             Some(g) if unsettled.contains(&g) => Fate::Mark,
             Some(g) => Fate::Wait(g),
             None if p.used_blobs == 0 => Fate::Mark,
+            None if opts.repack.contains(&p.id) => Fate::Repack,
             None if p.used_blobs == p.blobs => Fate::Keep,
             None => {
                 partly.push(p);
@@ -503,7 +509,7 @@ fn decide(
             rep.bytes_before += p.size;
             rep.unused_bytes_before += p.blob_bytes.saturating_sub(p.used_bytes);
         }
-        if matches!(fate, Fate::Keep | Fate::Unmark) {
+        if matches!(fate, Fate::Keep | Fate::Unmark | Fate::Repack) {
             used_total += p.used_bytes;
         }
         fates.insert(p.id, fate);
@@ -768,5 +774,14 @@ mod tests {
             ..PruneOptions::default()
         });
         assert_eq!((f[2], f[3]), (Keep, Repack));
+        // Named packs are rewritten whatever their unused share or the budget; an unused
+        // one is still just marked.
+        let (f, _) = fates(&PruneOptions {
+            max_unused: MaxUnused::Unlimited,
+            max_repack: Some(0),
+            repack: HashSet::from([PackId([1; 32]), PackId([3; 32]), PackId([2; 32])]),
+            ..PruneOptions::default()
+        });
+        assert_eq!((f[0], f[1], f[2], f[3]), (Repack, Mark, Repack, Keep));
     }
 }
