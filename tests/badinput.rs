@@ -345,6 +345,11 @@ fn every_command_rejects_bad_arguments_clearly() {
         (vec!["forget", "--keep-last", "x"], 2, "invalid value"),
         (vec!["prune", "extra"], 2, "unexpected argument"),
         (vec!["prune", "--repack", "zz"], 2, "invalid value"),
+        (
+            vec!["prune", "--repack", &"ab".repeat(32)],
+            1,
+            "is in no index",
+        ),
         (vec!["copy", "--from-repo"], 2, "a value is required"),
         (
             vec!["repair", "snapshots", "extra"],

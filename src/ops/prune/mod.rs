@@ -260,6 +260,15 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     rep.used_blobs = usage.used_count()?;
     // 4. Decide.
     let packs = usage.packs()?;
+    if let Some(unknown) = opts
+        .repack
+        .iter()
+        .find(|id| !packs.iter().any(|p| p.id == **id))
+    {
+        return Err(Error::Invalid(format!(
+            "pack {unknown} given to --repack is in no index (see `cairn check`)"
+        )));
+    }
     let groups = usage.groups()?;
     let now = Utc::now().timestamp();
     // (A group whose packs are all gone is left as it is: nothing is decided about it.)
