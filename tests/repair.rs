@@ -246,3 +246,91 @@ fn present_but_damaged_data_is_found_by_reading_it() {
     assert_eq!(again["damaged_blobs"], 0);
     assert!(again["repaired"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn a_blob_with_an_intact_copy_elsewhere_is_not_cut() {
+    use cairn::backend::faulty::{Faults, FaultyBackend};
+    use cairn::ops::snapshot::{Input, SnapshotOptions, snapshot};
+    use cairn::repo::Repository;
+    use cairn::repo::blob::BlobType;
+    let e = Env::with_init_args(&["--pack-size", "64K"]);
+    let src = e.path("src");
+    for i in 0..3 {
+        write(&src, &format!("f{i}"), &random_bytes(40 + i, 100_000));
+    }
+    let open = |cache: &str| {
+        Repository::open(
+            &e.repo(),
+            || Ok(zeroize::Zeroizing::new(e.password.clone().into_bytes())),
+            &e.path(cache),
+        )
+        .unwrap()
+    };
+    // Two hosts back up the same files at the same time: each stores its own copy (neither
+    // knows the other's snapshot or blobs). A slow store keeps both runs between reading
+    // the index and writing their own for long enough.
+    let slow = |cache: &str| {
+        open(cache).with_backend(|b| {
+            std::sync::Arc::new(FaultyBackend::new(
+                b,
+                1,
+                Faults {
+                    delay: Some(std::time::Duration::from_millis(25)),
+                    ..Faults::default()
+                },
+            ))
+        })
+    };
+    let (a, b) = (slow("cache-a"), slow("cache-b"));
+    let take = |r: &Repository| {
+        snapshot(
+            r,
+            Input::Paths(vec![src.clone()]),
+            &SnapshotOptions {
+                force: true,
+                ..SnapshotOptions::default()
+            },
+        )
+        .unwrap()
+        .snapshot_id
+        .unwrap()
+    };
+    let (sa, sb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| take(&a));
+        let tb = s.spawn(|| take(&b));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    drop((a, b));
+    // Damage the copy the index names of one data blob.
+    let repo = open("cache-c");
+    let (pack, size) = repo
+        .cache()
+        .packs()
+        .unwrap()
+        .into_iter()
+        .find(|(_, t, _)| *t == BlobType::Data)
+        .map(|(p, _, s)| (p, s))
+        .unwrap();
+    let first = repo.read_pack_header(&pack, size).unwrap().entries[0].id;
+    let named = repo.locate(&first).unwrap().unwrap().pack;
+    let path = e
+        .repo()
+        .join(format!("packs/{}/{named}", &named.to_hex()[..2]));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = repo.locate(&first).unwrap().unwrap().offset as usize + 30;
+    bytes[at] ^= 0x04;
+    std::fs::write(&path, bytes).unwrap();
+    drop(repo);
+    assert_eq!(e.run(&["check", "--read-data"]).status.code(), Some(1));
+    // Nothing is cut: the other copy is whole.
+    let r = e.json(&["repair", "snapshots", "--read-data"], 0);
+    assert_eq!(r["damaged_blobs"], 1, "{r}");
+    assert_eq!(r["intact_elsewhere"], 1, "{r}");
+    assert!(r["repaired"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(r["damaged_packs"][0], named.to_hex().as_str());
+    // Rewriting the damaged pack keeps the intact copy; both snapshots restore bit-exact.
+    e.json(&["prune", "--repack", &named.to_hex()], 0);
+    e.ok(&["check", "--read-data"]);
+    restores_exactly(&e, &sa.to_hex(), &src, "ra");
+    restores_exactly(&e, &sb.to_hex(), &src, "rb");
+}

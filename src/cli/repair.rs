@@ -81,8 +81,12 @@ pub fn run(g: &Globals, a: RepairArgs) -> Result<i32> {
                 return Ok(0);
             }
             if read_data {
+                let elsewhere = match r.intact_elsewhere {
+                    0 => String::new(),
+                    n => format!(" ({n} with an intact copy in another pack, kept)"),
+                };
                 g.say(format!(
-                    "{} packs read; {} blobs in them are damaged",
+                    "{} packs read; {} blobs in them are damaged{elsewhere}",
                     r.packs_read, r.damaged_blobs
                 ));
             }
@@ -92,11 +96,23 @@ pub fn run(g: &Globals, a: RepairArgs) -> Result<i32> {
                     .iter()
                     .map(|p| format!("--repack {p}"))
                     .collect();
-                g.say(format!(
-                    "the damaged blobs stay in their packs until a prune rewrites them: \
-                     `cairn prune {}` does it now",
-                    args.join(" ")
-                ));
+                let olds: Vec<String> = r.repaired.iter().map(|s| s.old.short()).collect();
+                if r.forgot || olds.is_empty() {
+                    g.say(format!(
+                        "the damaged blobs stay in their packs until a prune rewrites them: \
+                         `cairn prune {}` does it now",
+                        args.join(" ")
+                    ));
+                } else {
+                    // The damaged originals still use those blobs: a repack would stop on them.
+                    g.say(format!(
+                        "the damaged blobs stay in their packs until a prune rewrites them, \
+                         which it can once no snapshot uses them: `cairn forget {}` (the \
+                         damaged originals), then `cairn prune {}`",
+                        olds.join(" "),
+                        args.join(" ")
+                    ));
+                }
             }
             for s in &r.repaired {
                 let new = s

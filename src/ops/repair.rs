@@ -202,7 +202,10 @@ pub struct RepairSnapshotsReport {
     pub packs_read: u64,
     /// See `packs_read`.
     pub damaged_blobs: u64,
-    /// The packs holding them, for `prune --repack`.
+    /// Of those, blobs with an intact copy in another pack: not cut, since a prune that
+    /// rewrites the damaged pack keeps that copy.
+    pub intact_elsewhere: u64,
+    /// The packs holding damaged blobs, for `prune --repack`.
     pub damaged_packs: Vec<PackId>,
     /// True when the damaged snapshots were removed once their copies were written.
     pub forgot: bool,
@@ -242,15 +245,16 @@ pub fn repair_snapshots(
         .map(|(n, _)| n)
         .collect();
     ensure_index_complete(repo, &stored)?;
-    let damaged = if read_data {
-        let (packs, damaged) = damaged_blobs(repo, &stored)?;
-        rep.packs_read = packs;
-        rep.damaged_blobs = damaged.len() as u64;
-        let packs: std::collections::BTreeSet<PackId> = damaged.iter().map(|(_, p)| *p).collect();
+    let damage = if read_data {
+        let d = damaged_blobs(repo, &stored)?;
+        rep.packs_read = d.read;
+        rep.damaged_blobs = d.at.len() as u64;
+        rep.intact_elsewhere = d.intact_elsewhere.len() as u64;
+        let packs: std::collections::BTreeSet<PackId> = d.at.iter().map(|(_, p)| *p).collect();
         rep.damaged_packs = packs.into_iter().collect();
-        damaged
+        d
     } else {
-        HashSet::new()
+        Damage::default()
     };
     let snapshots = repo.snapshots()?;
     // A damaged snapshot already repaired (and kept, without --forget) is not copied again.
@@ -272,7 +276,7 @@ pub fn repair_snapshots(
             let mut fixer = Fixer {
                 repo,
                 stored: &stored,
-                damaged: &damaged,
+                damage: &damage,
                 saver: (!dry_run).then(|| BlobSaver::start(repo, &claims, s)),
                 memo: &mut memo,
             };
@@ -307,35 +311,66 @@ pub fn repair_snapshots(
     Ok(rep)
 }
 
+/// What reading every pack found.
+#[derive(Default)]
+struct Damage {
+    /// Packs read.
+    read: u64,
+    /// Blobs that do not authenticate where an index places them, with that pack.
+    at: HashSet<(BlobId, PackId)>,
+    /// Of those blobs, the ones with an intact copy in another stored pack: not lost, since
+    /// `prune --repack` of the damaged pack keeps that copy.
+    intact_elsewhere: HashSet<BlobId>,
+}
+
+impl Damage {
+    /// True when the copy of `id` in `pack` is damaged and no other copy is intact.
+    fn loses(&self, id: &BlobId, pack: &PackId) -> bool {
+        self.at.contains(&(*id, *pack)) && !self.intact_elsewhere.contains(id)
+    }
+}
+
 /// Reads every indexed pack, one index file at a time (memory stays bounded by the largest
-/// index file and one pack per thread), and returns the number of packs read and the blobs
-/// that do not authenticate where the index places them, with that pack. A pack that cannot
-/// be read at all loses every blob the index places in it; marked packs already deleted are
-/// skipped.
-fn damaged_blobs(
-    repo: &Repository,
-    stored: &HashSet<String>,
-) -> Result<(u64, HashSet<(BlobId, PackId)>)> {
-    let mut damaged = HashSet::new();
-    let mut read = 0;
+/// index file and one pack per thread), and finds the blobs that do not authenticate where
+/// the index places them. A pack that cannot be read at all loses every blob the index places
+/// in it; marked packs already deleted are skipped. A second pass over the index files (no
+/// reading of packs) finds the damaged blobs that have an intact copy elsewhere: every copy
+/// not found damaged was read and proven by the first pass.
+fn damaged_blobs(repo: &Repository, stored: &HashSet<String>) -> Result<Damage> {
+    let mut d = Damage::default();
     let files = repo.cache().known_index_files()?;
-    for file in files {
-        let f = repo.load_index(&file)?;
-        let packs: Vec<&IndexPack> = f
-            .packs
+    let stored_packs = |f: &IndexFile| -> Vec<IndexPack> {
+        f.packs
             .iter()
             .chain(f.marked.iter().flat_map(|g| g.packs.iter()))
             // A marked pack may be deleted already; a pack in use is there (checked before).
             .filter(|p| stored.contains(&p.id.to_hex()))
-            .collect();
+            .cloned()
+            .collect()
+    };
+    for file in &files {
+        let packs = stored_packs(&repo.load_index(file)?);
         let found: Vec<Result<Vec<BlobId>>> =
             packs.par_iter().map(|p| damaged_in(repo, p)).collect();
         for (p, r) in packs.iter().zip(found) {
-            read += 1;
-            damaged.extend(r?.into_iter().map(|b| (b, p.id)));
+            d.read += 1;
+            d.at.extend(r?.into_iter().map(|b| (b, p.id)));
         }
     }
-    Ok((read, damaged))
+    if d.at.is_empty() {
+        return Ok(d);
+    }
+    let ids: HashSet<BlobId> = d.at.iter().map(|(b, _)| *b).collect();
+    for file in &files {
+        for p in stored_packs(&repo.load_index(file)?) {
+            for e in p.blobs.iter().filter(|e| ids.contains(&e.id)) {
+                if !d.at.contains(&(e.id, p.id)) {
+                    d.intact_elsewhere.insert(e.id);
+                }
+            }
+        }
+    }
+    Ok(d)
 }
 
 /// The blobs of one pack that do not authenticate at their indexed place.
@@ -397,8 +432,8 @@ fn ensure_index_complete(repo: &Repository, stored: &HashSet<String>) -> Result<
 struct Fixer<'a, 's, 'r> {
     repo: &'r Repository,
     stored: &'a HashSet<String>,
-    /// Blobs that failed to authenticate in the pack the index places them in.
-    damaged: &'a HashSet<(BlobId, PackId)>,
+    /// What reading the packs found (empty without `read_data`).
+    damage: &'a Damage,
     saver: Option<BlobSaver<'s, 'r>>,
     /// Tree id → repaired tree id and what it lost (relative paths).
     memo: &'a mut HashMap<BlobId, (BlobId, Vec<String>)>,
@@ -411,7 +446,7 @@ impl Fixer<'_, '_, '_> {
             .repo
             .locate(id)?
             .filter(|l| self.stored.contains(&l.pack.to_hex()))
-            .filter(|l| !self.damaged.contains(&(*id, l.pack)))
+            .filter(|l| !self.damage.loses(id, &l.pack))
             .map(|l| l.raw_len))
     }
 

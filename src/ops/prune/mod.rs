@@ -247,8 +247,17 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let listed = repo.snapshot_ids()?;
     repo.sync_index()?;
     let (mut usage, old_index) = load_index(repo)?;
+    // Refused before the walk: a mistyped pack id should cost nothing.
+    for id in &opts.repack {
+        if !usage.has_pack(id)? {
+            return Err(Error::Invalid(format!(
+                "pack {id} given to --repack is in no index or no longer stored (see \
+                 `cairn check`)"
+            )));
+        }
+    }
     let snapshot_ids = mark_used(repo, &mut usage, listed, &mut rep)?;
-    let missing = usage.assign()?;
+    let missing = usage.assign(&opts.repack)?;
     if missing > 0 {
         let sample: Vec<String> = usage.missing_sample()?.iter().map(BlobId::short).collect();
         return Err(Error::Invalid(format!(
@@ -260,15 +269,6 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     rep.used_blobs = usage.used_count()?;
     // 4. Decide.
     let packs = usage.packs()?;
-    if let Some(unknown) = opts
-        .repack
-        .iter()
-        .find(|id| !packs.iter().any(|p| p.id == **id))
-    {
-        return Err(Error::Invalid(format!(
-            "pack {unknown} given to --repack is in no index (see `cairn check`)"
-        )));
-    }
     let groups = usage.groups()?;
     let now = Utc::now().timestamp();
     // (A group whose packs are all gone is left as it is: nothing is decided about it.)
@@ -502,6 +502,8 @@ fn decide(
     let mut used_total = 0u64;
     for p in packs {
         let fate = match p.group {
+            // Taken back into use, but not with damage in it.
+            Some(_) if p.used_blobs > 0 && opts.repack.contains(&p.id) => Fate::Repack,
             Some(_) if p.used_blobs > 0 => Fate::Unmark,
             Some(g) if unsettled.contains(&g) => Fate::Mark,
             Some(g) => Fate::Wait(g),

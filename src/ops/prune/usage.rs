@@ -3,6 +3,8 @@
 //! thousands of snapshots stays within a few megabytes of RAM (SQLite spills to a temporary
 //! file that is deleted when the database closes).
 
+use std::collections::HashSet;
+
 use rusqlite::{Connection, params};
 
 use crate::error::{Error, Result};
@@ -23,6 +25,7 @@ CREATE TABLE blobs (pack BLOB NOT NULL, id BLOB NOT NULL, offset INTEGER NOT NUL
                     PRIMARY KEY (pack, id)) WITHOUT ROWID;
 CREATE INDEX blobs_by_id ON blobs (id);
 CREATE TABLE used (id BLOB PRIMARY KEY, pack BLOB) WITHOUT ROWID;
+CREATE TABLE avoid (id BLOB PRIMARY KEY) WITHOUT ROWID;
 ";
 
 /// How one pack is used, after [`Usage::assign`].
@@ -156,6 +159,17 @@ impl Usage {
         Ok(())
     }
 
+    /// True when the index (as loaded, stored packs only) names the pack.
+    pub fn has_pack(&self, id: &PackId) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM packs WHERE id = ?1)",
+                params![&id.0[..]],
+                |r| r.get::<_, bool>(0),
+            )
+            .map_err(err)
+    }
+
     /// Records a blob as used; false when it already was (so a tree is walked once however
     /// many snapshots share it).
     pub fn use_blob(&self, id: &BlobId) -> Result<bool> {
@@ -168,14 +182,23 @@ impl Usage {
         Ok(n == 1)
     }
 
-    /// Chooses, for every used blob, the one copy that is kept: one in a pack in use if there
-    /// is one, else one in a marked pack (which is then taken back into use). Returns the
-    /// number of used blobs found in no pack at all.
-    pub fn assign(&self) -> Result<u64> {
+    /// Chooses, for every used blob, the one copy that is kept: one outside `avoid` (packs
+    /// named with `--repack`, which hold damage) when there is one; then one in a pack in
+    /// use if there is one, else one in a marked pack (which is then taken back into use). Returns the number of used blobs found in no pack at all.
+    pub fn assign(&self, avoid: &HashSet<PackId>) -> Result<u64> {
+        for id in avoid {
+            self.conn
+                .execute(
+                    "INSERT OR IGNORE INTO avoid (id) VALUES (?1)",
+                    params![&id.0[..]],
+                )
+                .map_err(err)?;
+        }
         self.conn
             .execute_batch(
                 "UPDATE used SET pack = (SELECT b.pack FROM blobs b JOIN packs p ON p.id = b.pack \
-                 WHERE b.id = used.id ORDER BY p.grp IS NOT NULL, p.id LIMIT 1)",
+                 WHERE b.id = used.id ORDER BY EXISTS (SELECT 1 FROM avoid a WHERE a.id = p.id), \
+                 p.grp IS NOT NULL, p.id LIMIT 1)",
             )
             .map_err(err)?;
         self.conn
@@ -387,7 +410,7 @@ mod tests {
             assert!(u.use_blob(&BlobId([b; 32])).unwrap());
         }
         assert!(!u.use_blob(&BlobId([1; 32])).unwrap());
-        assert_eq!(u.assign().unwrap(), 1, "blob 6 is nowhere");
+        assert_eq!(u.assign(&HashSet::new()).unwrap(), 1, "blob 6 is nowhere");
         assert_eq!(u.missing_sample().unwrap(), vec![BlobId([6; 32])]);
         // Blob 1 is in marked pack 0 and live pack 1: the live copy is kept.
         assert_eq!(u.pack_of(&BlobId([1; 32])).unwrap(), Some(PackId([1; 32])));
@@ -415,5 +438,21 @@ mod tests {
         assert_eq!(u.blobs_of(&PackId([1; 32]), false).unwrap().len(), 3);
         u.drop_pack(&PackId([0; 32])).unwrap();
         assert_eq!(u.packs().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_copy_outside_the_packs_to_repack_is_preferred() {
+        let mut u = Usage::new().unwrap();
+        let f = IndexFile {
+            packs: vec![pack(1, &[3]), pack(2, &[3])],
+            ..IndexFile::default()
+        };
+        u.batch(|u| u.add_index(&f)).unwrap();
+        u.use_blob(&BlobId([3; 32])).unwrap();
+        // Pack 1 holds the damaged copy: the intact one in pack 2 is kept.
+        u.assign(&HashSet::from([PackId([1; 32])])).unwrap();
+        assert_eq!(u.pack_of(&BlobId([3; 32])).unwrap(), Some(PackId([2; 32])));
+        assert!(u.has_pack(&PackId([2; 32])).unwrap());
+        assert!(!u.has_pack(&PackId([9; 32])).unwrap());
     }
 }
