@@ -184,7 +184,8 @@ impl Usage {
 
     /// Chooses, for every used blob, the one copy that is kept: one outside `avoid` (packs
     /// named with `--repack`, which hold damage) when there is one; then one in a pack in
-    /// use if there is one, else one in a marked pack (which is then taken back into use). Returns the number of used blobs found in no pack at all.
+    /// use if there is one, else one in a marked pack (which is then taken back into use).
+    /// Returns the number of used blobs found in no pack at all.
     pub fn assign(&self, avoid: &HashSet<PackId>) -> Result<u64> {
         for id in avoid {
             self.conn
