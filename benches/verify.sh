@@ -54,6 +54,7 @@ while [ "$(du -sm "$W/src/text" | cut -f1)" -lt "$half" ] && [ "$round" -lt 100 
   find /usr/share/man -type f -name '*.gz' -print0 | xargs -0 zcat 2>/dev/null |
     sed "s/^/$round /" | head -c $(((half - $(du -sm "$W/src/text" | cut -f1)) << 20)) |
     split -b 8M - "$W/src/text/$round/part-" || true  # head closing the pipe early is fine
+  [ -n "$(ls -A "$W/src/text/$round")" ] || { echo "verify.sh: no man pages to make text from" >&2; exit 1; }
   round=$((round + 1))
 done
 "${C[@]}" init
