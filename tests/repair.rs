@@ -240,7 +240,9 @@ fn present_but_damaged_data_is_found_by_reading_it() {
     let pack = damaged[0].as_str().unwrap();
     assert!(path.ends_with(pack), "{pack} is not the damaged file");
     let p = e.json(&["prune", "--repack", pack, "--max-unused", "unlimited"], 0);
-    assert_eq!(p["packs_repacked"], 1, "{p}");
+    // Rewritten, or wholly unused once the file was cut (which blob was hit decides): either
+    // way the damaged pack is gone, since nothing else runs.
+    assert!(!path.exists(), "the damaged pack is still there: {p}");
     e.ok(&["check", "--read-data"]);
     let again = e.json(&["repair", "snapshots", "--read-data"], 0);
     assert_eq!(again["damaged_blobs"], 0);
@@ -275,7 +277,7 @@ fn a_blob_with_an_intact_copy_elsewhere_is_not_cut() {
                 b,
                 1,
                 Faults {
-                    delay: Some(std::time::Duration::from_millis(25)),
+                    delay: Some(std::time::Duration::from_millis(50)),
                     ..Faults::default()
                 },
             ))
