@@ -127,7 +127,16 @@ fn on_terminal(env: &common::Env, args: &[&str]) -> Option<String> {
     common::Env::with_env_of(&mut c, &inner);
     let out = c.stdin(std::process::Stdio::null()).output().ok()?;
     assert!(out.status.success(), "{args:?}: {out:?}");
-    Some(String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned())
+    // The typescript's header and footer quote the command line, whose temporary paths may
+    // contain anything (even "B/s"): only what cairn drew is returned.
+    let typescript = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    Some(
+        typescript
+            .lines()
+            .filter(|l| !l.starts_with("Script started on") && !l.starts_with("Script done on"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
 }
 
 #[test]
