@@ -339,17 +339,17 @@ impl Damage {
 fn damaged_blobs(repo: &Repository, stored: &HashSet<String>) -> Result<Damage> {
     let mut d = Damage::default();
     let files = repo.cache().known_index_files()?;
-    let stored_packs = |f: &IndexFile| -> Vec<IndexPack> {
+    fn stored_packs<'f>(f: &'f IndexFile, stored: &HashSet<String>) -> Vec<&'f IndexPack> {
         f.packs
             .iter()
             .chain(f.marked.iter().flat_map(|g| g.packs.iter()))
             // A marked pack may be deleted already; a pack in use is there (checked before).
             .filter(|p| stored.contains(&p.id.to_hex()))
-            .cloned()
             .collect()
-    };
+    }
     for file in &files {
-        let packs = stored_packs(&repo.load_index(file)?);
+        let f = repo.load_index(file)?;
+        let packs = stored_packs(&f, stored);
         let found: Vec<Result<Vec<BlobId>>> =
             packs.par_iter().map(|p| damaged_in(repo, p)).collect();
         for (p, r) in packs.iter().zip(found) {
@@ -362,7 +362,8 @@ fn damaged_blobs(repo: &Repository, stored: &HashSet<String>) -> Result<Damage> 
     }
     let ids: HashSet<BlobId> = d.at.iter().map(|(b, _)| *b).collect();
     for file in &files {
-        for p in stored_packs(&repo.load_index(file)?) {
+        let f = repo.load_index(file)?;
+        for p in stored_packs(&f, stored) {
             for e in p.blobs.iter().filter(|e| ids.contains(&e.id)) {
                 if !d.at.contains(&(e.id, p.id)) {
                     d.intact_elsewhere.insert(e.id);
