@@ -79,6 +79,12 @@ pub enum Error {
     /// Anything the user asked for that makes no sense.
     #[error("{0}")]
     Invalid(String),
+    /// The operation was asked to stop (a signal, a cancelled job) and did.
+    #[error(
+        "cancelled before the end: nothing half-written is referenced, and the next run reuses \
+         what was stored"
+    )]
+    Cancelled,
 }
 
 impl Error {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod id;
 pub mod ops;
 pub mod repo;
+pub mod site;
 pub mod source;
 pub mod tree;
 

@@ -183,6 +183,7 @@ fn snapshot_config_and_key_decoders() {
         program_version: "cairn".into(),
         summary: Default::default(),
         original: Some(SnapshotId([7; 32])),
+        reason: Some("before upgrade".into()),
     };
     let mut inputs = mangled(&snap.encode());
     inputs.extend(regressions("snapshot"));

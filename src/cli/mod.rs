@@ -1,6 +1,7 @@
 //! Command-line interface: clap arguments → library options → one library call → text or JSON.
 
 mod check;
+mod config;
 mod copy;
 mod forget;
 mod inspect;
@@ -9,6 +10,8 @@ mod progress;
 mod prune;
 mod repair;
 mod restore;
+mod schedule;
+mod site;
 mod snapshot;
 
 use std::io::{IsTerminal, Write};
@@ -29,9 +32,18 @@ pub const EXIT_PARTIAL: i32 = 3;
     version,
     about = "Content-addressed, deduplicating, encrypted backups",
     after_help = "Exit codes: 0 ok, 1 error, 3 snapshot written but some files could not be read, \
-                  10 no repository, 12 wrong password."
+                  4 status: a limit does not hold, 10 no repository, 12 wrong password."
 )]
 struct Cli {
+    /// The site's config file [default: ~/.config/cairn/cairn.toml, then /etc/cairn/cairn.toml
+    /// as root]; it also names the repository for every command without -r.
+    #[arg(
+        long = "config",
+        env = "CAIRN_CONFIG",
+        global = true,
+        value_name = "FILE"
+    )]
+    config: Option<PathBuf>,
     /// Repository path [default: ~/.local/share/cairn/repo]
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     repo: Option<PathBuf>,
@@ -87,10 +99,32 @@ enum Command {
     Repair(repair::RepairArgs),
     /// Manage the repository's keys (passwords).
     Key(key::KeyArgs),
+    /// Back up components of the config: hooks, snapshot, retention by kind, offsite copies.
+    Run(site::RunArgs),
+    /// List a component's snapshots.
+    Versions(site::VersionsArgs),
+    /// Put a component back as a snapshot had it (after a pre-rollback snapshot).
+    Rollback(site::RollbackArgs),
+    /// Restore every component's newest snapshot, in recovery order (a new machine).
+    Recover(site::RecoverArgs),
+    /// Restore components into a scratch place, prove and probe them (a restore test).
+    Drill(site::DrillArgs),
+    /// Per component: last backup, age, size, drill; free space; exit 4 if a limit fails.
+    Status(site::StatusArgs),
+    /// Show the audit log.
+    Log(site::LogArgs),
+    /// Install, remove or show the config's schedules (systemd timers or cron).
+    Schedule(schedule::ScheduleArgs),
+    /// Run the config's schedules in the foreground (for containers).
+    Daemon(schedule::DaemonArgs),
+    /// Check the config file, or print a commented one.
+    Config(config::ConfigArgs),
 }
 
 /// Global settings every command sees.
 pub struct Globals {
+    config: Option<PathBuf>,
+    site: std::cell::OnceCell<Option<cairn::site::Site>>,
     repo: Option<PathBuf>,
     password_file: Option<PathBuf>,
     pub json: bool,
@@ -109,29 +143,87 @@ fn home_dir(sub_env: &str, fallback: &str) -> PathBuf {
 }
 
 impl Globals {
+    /// The site of the config file, if there is one (`--config`, `CAIRN_CONFIG` or a
+    /// default location); read once.
+    pub fn site_opt(&self) -> Result<Option<&cairn::site::Site>> {
+        if let Some(s) = self.site.get() {
+            return Ok(s.as_ref());
+        }
+        let site = match cairn::site::config::locate(self.config.as_deref())? {
+            None => None,
+            Some(path) => {
+                let mut config = cairn::site::load(&path)?;
+                if let Some(f) = &self.password_file {
+                    config.repository.password =
+                        cairn::site::config::PasswordSource::File(f.clone());
+                }
+                if let Some(r) = &self.repo {
+                    config.repository.path = r.clone();
+                }
+                let fallback_file = self.password_file.clone();
+                let fallback: cairn::site::PasswordFallback = std::sync::Arc::new(move || {
+                    read_password(&PasswordSources {
+                        file: fallback_file.as_deref(),
+                        ..REPOSITORY_PASSWORD
+                    })
+                });
+                let warn: cairn::site::WarningSink =
+                    std::sync::Arc::new(|w| eprintln!("cairn: warning: {w}"));
+                let cache = self
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(|| home_dir("XDG_CACHE_HOME", ".cache"));
+                Some(cairn::site::Site::new(config, fallback, cache, warn))
+            }
+        };
+        Ok(self.site.get_or_init(|| site).as_ref())
+    }
+
+    /// The site of the config file; an error saying how to give one when there is none.
+    pub fn site(&self) -> Result<&cairn::site::Site> {
+        self.site_opt()?.context(
+            "no config file: pass --config FILE, set CAIRN_CONFIG, or create \
+             ~/.config/cairn/cairn.toml (`cairn config template` prints a commented one)",
+        )
+    }
+
     /// The repository path and whether it is the default one.
     pub fn repo_path(&self) -> (PathBuf, bool) {
-        match &self.repo {
-            Some(r) => (r.clone(), false),
-            None => (home_dir("XDG_DATA_HOME", ".local/share").join("repo"), true),
+        if let Some(r) = &self.repo {
+            return (r.clone(), false);
         }
+        if let Ok(Some(site)) = self.site_opt() {
+            return (site.config.repository.path.clone(), false);
+        }
+        (home_dir("XDG_DATA_HOME", ".local/share").join("repo"), true)
     }
 
     /// The cache directory.
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache_dir
-            .clone()
-            .unwrap_or_else(|| home_dir("XDG_CACHE_HOME", ".cache"))
+        if let Some(d) = &self.cache_dir {
+            return d.clone();
+        }
+        if let Ok(Some(site)) = self.site_opt() {
+            return site.cache_dir();
+        }
+        home_dir("XDG_CACHE_HOME", ".cache")
     }
 
     /// The repository password from the first source that is set.
     pub fn password(&self) -> Result<Zeroizing<Vec<u8>>> {
+        if self.password_file.is_none()
+            && let Ok(Some(site)) = self.site_opt()
+            && site.config.repository.password != cairn::site::config::PasswordSource::Caller
+        {
+            return cairn::site::read_password(
+                &site.config.repository.password,
+                "the repository",
+                &|| read_password(&REPOSITORY_PASSWORD),
+            );
+        }
         read_password(&PasswordSources {
             file: self.password_file.as_deref(),
-            env: "CAIRN_PASSWORD",
-            command_env: Some("CAIRN_PASSWORD_COMMAND"),
-            prompt: "repository password: ",
-            missing: "no password given: use --password-file, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD or CAIRN_PASSWORD_COMMAND (no terminal to prompt on)",
+            ..REPOSITORY_PASSWORD
         })
     }
 
@@ -163,6 +255,15 @@ impl Globals {
         }
     }
 }
+
+/// The repository password's sources besides a password file.
+const REPOSITORY_PASSWORD: PasswordSources<'static> = PasswordSources {
+    file: None,
+    env: "CAIRN_PASSWORD",
+    command_env: Some("CAIRN_PASSWORD_COMMAND"),
+    prompt: "repository password: ",
+    missing: "no password given: use --password-file, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD, CAIRN_PASSWORD_COMMAND or the config's password_file (no terminal to prompt on)",
+};
 
 /// Where a password may come from, in order: a file, an environment variable, a command
 /// named by an environment variable, a prompt on a terminal.
@@ -211,31 +312,9 @@ pub fn read_password(s: &PasswordSources<'_>) -> Result<Zeroizing<Vec<u8>>> {
     bail!("{}", s.missing)
 }
 
-fn first_line(b: &[u8]) -> Vec<u8> {
-    let end = b.iter().position(|c| *c == b'\n').unwrap_or(b.len());
-    let line = &b[..end];
-    line.strip_suffix(b"\r").unwrap_or(line).to_vec()
-}
+use cairn::site::first_line;
 
-pub use cairn::ops::parse_size;
-
-/// Reads `90s`, `15m`, `2h` or `7d`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 30m, 2h, 7d)"))?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("{s:?} needs a unit: s, m, h or d (e.g. 2h)")),
-    };
-    Ok(std::time::Duration::from_secs(n.saturating_mul(secs)))
-}
+pub use cairn::ops::{parse_duration, parse_size};
 
 /// Human-readable byte count.
 pub fn human(n: u64) -> String {
@@ -257,6 +336,8 @@ pub fn human(n: u64) -> String {
 pub fn run() -> Result<i32> {
     let cli = Cli::parse();
     let g = Globals {
+        config: cli.config,
+        site: std::cell::OnceCell::new(),
         repo: cli.repo,
         password_file: cli.password_file,
         json: cli.json,
@@ -280,6 +361,16 @@ pub fn run() -> Result<i32> {
         Command::Copy(a) => copy::run(&g, a),
         Command::Repair(a) => repair::run(&g, a),
         Command::Key(a) => key::run(&g, a),
+        Command::Run(a) => site::run(&g, a),
+        Command::Versions(a) => site::versions(&g, a),
+        Command::Rollback(a) => site::rollback(&g, a),
+        Command::Recover(a) => site::recover(&g, a),
+        Command::Drill(a) => site::drill(&g, a),
+        Command::Status(a) => site::status(&g, a),
+        Command::Log(a) => site::log(&g, a),
+        Command::Schedule(a) => schedule::run(&g, a),
+        Command::Daemon(a) => schedule::daemon(&g, a),
+        Command::Config(a) => config::run(&g, a),
     }
 }
 

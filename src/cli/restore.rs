@@ -32,6 +32,13 @@ pub struct RestoreArgs {
     /// What to do with existing files.
     #[arg(long, value_enum, default_value_t = Overwrite::Always)]
     overwrite: Overwrite,
+    /// Make the target identical to the snapshot: remove what it lacks (within --include,
+    /// never what --exclude matches).
+    #[arg(long)]
+    delete: bool,
+    /// Allow --delete with a target of /.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(g: &Globals, a: RestoreArgs) -> Result<i32> {
@@ -45,6 +52,9 @@ pub fn run(g: &Globals, a: RestoreArgs) -> Result<i32> {
         dry_run: a.dry_run,
         overwrite: a.overwrite,
         progress: Default::default(),
+        delete: a.delete,
+        force: a.force,
+        ..RestoreOptions::default()
     };
     let (sink, bar) = super::progress::bar(g, "restore", "files");
     sink.total(snap.summary.total_bytes);
@@ -74,7 +84,7 @@ pub fn run(g: &Globals, a: RestoreArgs) -> Result<i32> {
             "restored"
         };
         g.say(format!(
-            "{verb} snapshot {} to {}: {} files ({}), {} dirs, {} other entries, {} skipped{}",
+            "{verb} snapshot {} to {}: {} files ({}), {} dirs, {} other entries, {} skipped{}{}",
             id.short(),
             a.target.display(),
             r.files,
@@ -84,6 +94,12 @@ pub fn run(g: &Globals, a: RestoreArgs) -> Result<i32> {
             r.skipped,
             if a.verify {
                 format!(", {} verified", r.verified)
+            } else {
+                String::new()
+            },
+            if a.delete {
+                let verb = if a.dry_run { "to delete" } else { "deleted" };
+                format!(", {} {verb}", r.deleted)
             } else {
                 String::new()
             }

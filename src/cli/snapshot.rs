@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use cairn::ops::snapshot::{Input, SnapshotOptions, SnapshotReport, snapshot};
+use cairn::ops::snapshot::{Input, SnapshotOptions, SnapshotReport, snapshot, snapshot_command};
 use cairn::repo::{InitOptions, Repository};
 
 use super::{EXIT_PARTIAL, Globals, human};
@@ -46,6 +46,9 @@ pub struct SnapshotArgs {
     /// Snapshot time (RFC 3339), instead of now.
     #[arg(long)]
     time: Option<String>,
+    /// Why the snapshot is taken (kept in the snapshot, shown by `snapshots`).
+    #[arg(long)]
+    reason: Option<String>,
     /// Store standard input as one file.
     #[arg(long)]
     stdin: bool,
@@ -93,6 +96,8 @@ fn options(g: &Globals, a: &SnapshotArgs) -> Result<SnapshotOptions> {
             .filter_map(|p| std::fs::canonicalize(p).ok())
             .collect(),
         progress: Default::default(),
+        reason: a.reason.clone(),
+        cancel: Default::default(),
     })
 }
 
@@ -173,39 +178,17 @@ fn from_command(
     let Some((cmd, args)) = a.paths.split_first() else {
         bail!("--stdin-from-command needs a command after `--`, e.g. -- pg_dump mydb");
     };
-    let mut child = std::process::Command::new(cmd)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run {}", cmd.to_string_lossy()))?;
-    let stdout = child.stdout.take().context("no stdout from the command")?;
-    let name = cmd.to_string_lossy().into_owned();
-    let child = std::cell::RefCell::new(child);
-    let finish = Box::new(|| -> cairn::Result<()> {
-        let status = child
-            .borrow_mut()
-            .wait()
-            .map_err(|e| cairn::Error::io(&name, e))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(cairn::Error::Invalid(format!(
-                "command {name} failed ({status}); no snapshot written"
-            )))
-        }
-    });
-    let input = Input::Stream {
-        name: a.stdin_filename.clone(),
-        reader: Box::new(stdout),
-        finish,
-    };
-    let r = snapshot(repo, input, opts);
-    if r.is_err() {
-        let _ = child.borrow_mut().kill();
-        let _ = child.borrow_mut().wait();
-    }
-    Ok(r?)
+    let label = format!("command {}", cmd.to_string_lossy());
+    let mut command = std::process::Command::new(cmd);
+    command.args(args);
+    Ok(snapshot_command(
+        repo,
+        &mut command,
+        &label,
+        &a.stdin_filename,
+        false,
+        opts,
+    )?)
 }
 
 fn print_report(g: &Globals, r: &SnapshotReport) -> Result<()> {

@@ -3,6 +3,9 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{Error, Result};
 
 /// Receives progress. Called from worker threads, so it must be cheap and thread-safe.
 pub trait Progress: Send + Sync {
@@ -44,5 +47,37 @@ impl fmt::Debug for ProgressSink {
         } else {
             "ProgressSink(off)"
         })
+    }
+}
+
+/// A request to stop a long operation early, shared with whoever may ask (a signal handler,
+/// a job list). Operations look at it between entries, so they stop where the repository is
+/// consistent: what was written is durable and unreferenced, and the next run reuses it.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Option<Arc<AtomicBool>>);
+
+impl Cancel {
+    /// Stops when `flag` becomes true.
+    pub fn new(flag: Arc<AtomicBool>) -> Self {
+        Cancel(Some(flag))
+    }
+
+    /// Whether anyone can ask for a stop.
+    pub fn is_armed(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_set(&self) -> bool {
+        self.0.as_ref().is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// `Err(Error::Cancelled)` once a stop was asked for.
+    pub fn check(&self) -> Result<()> {
+        if self.is_set() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
     }
 }

@@ -71,6 +71,9 @@ pub struct Snapshot {
     /// copy's id (the hash of a file sealed under another key) says nothing of its origin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<SnapshotId>,
+    /// Why it was taken ("before upgrade to 1.2"), as given to `run --reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Snapshot {
@@ -95,7 +98,8 @@ mod tests {
         #[test]
         fn round_trip(secs in 0i64..4_000_000_000, ns in 0u32..1_000_000_000, paths in proptest::collection::vec(".{0,30}", 0..4),
                       tags in proptest::collection::vec("[a-z-]{1,10}", 0..4), host in ".{0,20}", parent in proptest::option::of(any::<[u8; 32]>()),
-                      files in any::<u64>(), original in proptest::option::of(any::<[u8; 32]>())) {
+                      files in any::<u64>(), original in proptest::option::of(any::<[u8; 32]>()),
+                      reason in proptest::option::of(".{0,40}")) {
             let s = Snapshot {
                 time: Utc.timestamp_opt(secs, ns).unwrap(),
                 tree: BlobId([3; 32]),
@@ -104,6 +108,7 @@ mod tests {
                 program_version: "cairn 0".into(),
                 summary: Summary { files_new: files, ..Summary::default() },
                 original: original.map(SnapshotId),
+                reason,
             };
             prop_assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
         }

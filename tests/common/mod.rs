@@ -1,6 +1,8 @@
 //! Helpers for end-to-end tests: run the real `cairn` binary against temporary repositories.
 #![allow(dead_code)]
 
+pub mod webhook;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

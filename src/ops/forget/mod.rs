@@ -263,6 +263,7 @@ mod tests {
             program_version: "cairn test".into(),
             summary: Summary::default(),
             original: None,
+            reason: None,
         };
         (SnapshotId(crate::id::file_hash(seed.as_bytes())), snap)
     }

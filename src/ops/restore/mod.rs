@@ -75,6 +75,18 @@ pub struct RestoreOptions {
     pub overwrite: Overwrite,
     /// Receives files and bytes as they are restored.
     pub progress: ProgressSink,
+    /// Make the target identical: remove what a restored directory holds and the snapshot
+    /// lacks (only in directories the include patterns select, never what the exclude
+    /// patterns match).
+    pub delete: bool,
+    /// With `delete`: keep directories holding one of these files (a snapshot taken with
+    /// `--exclude-if-present` left them out, so it has no say over them).
+    pub keep_if_present: Vec<String>,
+    /// With `delete`: delete nothing inside a directory on another filesystem than its
+    /// parent's (a one-file-system snapshot stored mount points empty).
+    pub one_file_system: bool,
+    /// Allow `delete` into `/`.
+    pub force: bool,
 }
 
 /// A problem with one path.
@@ -99,6 +111,8 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Entries left alone by the overwrite policy.
     pub skipped: u64,
+    /// Entries removed (or, on a dry run, to be removed) by `delete`.
+    pub deleted: u64,
     /// Files re-read and confirmed by `--verify`.
     pub verified: u64,
     /// Entries whose data could not be restored (exit 1).
@@ -124,6 +138,16 @@ struct Restorer<'a> {
 
 /// Restores the snapshot tree `root` into `opts.target`.
 pub fn restore(repo: &Repository, root: &BlobId, opts: &RestoreOptions) -> Result<RestoreReport> {
+    if opts.delete
+        && !opts.force
+        && fs::canonicalize(&opts.target).is_ok_and(|t| t == Path::new("/"))
+    {
+        return Err(Error::Invalid(
+            "restore --delete into / would remove everything the snapshot lacks from the whole \
+             system: restore into another directory, or add --force (with --include to confine it)"
+                .into(),
+        ));
+    }
     let _session = repo.begin_reader_session("restore");
     let mut r = Restorer {
         repo,
@@ -297,20 +321,81 @@ impl Restorer<'_> {
         }
     }
 
+    /// Removes the entries of `tpath` that `tree` lacks (`delete`), but for those the
+    /// exclude patterns match, directories with a `keep_if_present` file, and everything on
+    /// another filesystem with `one_file_system`.
+    fn delete_extra(&self, tree: &crate::tree::Tree, spath: &Path, tpath: &Path) {
+        let dev = |p: &Path| fs::symlink_metadata(p).map(|m| m.dev()).ok();
+        if self.opts.one_file_system
+            && let Some(parent) = tpath.parent()
+            && dev(tpath) != dev(parent)
+        {
+            return;
+        }
+        let entries = match fs::read_dir(tpath) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => return self.error(spath, e),
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => return self.error(spath, e),
+            };
+            let name = entry.file_name();
+            if tree.get(name.as_bytes()).is_some() {
+                continue;
+            }
+            let (s, tp) = (spath.join(&name), tpath.join(&name));
+            if self.exclude.matches(&s, &name) {
+                continue;
+            }
+            let Ok(m) = fs::symlink_metadata(&tp) else {
+                continue;
+            };
+            if m.is_dir() {
+                if self
+                    .opts
+                    .keep_if_present
+                    .iter()
+                    .any(|f| tp.join(f).symlink_metadata().is_ok())
+                {
+                    continue;
+                }
+                if self.opts.one_file_system && dev(tpath) != Some(m.dev()) {
+                    continue;
+                }
+            }
+            if !self.opts.dry_run {
+                let gone = if m.is_dir() {
+                    fs::remove_dir_all(&tp)
+                } else {
+                    fs::remove_file(&tp)
+                };
+                if let Err(e) = gone {
+                    self.error(&s, format!("cannot delete: {e}"));
+                    continue;
+                }
+            }
+            self.report().deleted += 1;
+        }
+    }
+
     /// Restores one directory's contents into `tpath` (created here, top-down, so no path
-    /// below the target goes through a symlink); returns whether anything was selected.
+    /// below the target goes through a symlink); returns whether anything was selected and
+    /// whether the directory was created.
     fn restore_dir(
         &mut self,
         tree: &BlobId,
         spath: &Path,
         tpath: &Path,
         inherited: bool,
-    ) -> Result<bool> {
+    ) -> Result<(bool, bool)> {
         let t = match self.repo.load_tree(tree) {
             Ok(t) => t,
             Err(e) => {
                 self.error(spath, e);
-                return Ok(false);
+                return Ok((false, false));
             }
         };
         let created = match self.opts.dry_run || tpath == self.opts.target {
@@ -319,10 +404,13 @@ impl Restorer<'_> {
                 Ok(c) => c,
                 Err(e) => {
                     self.error(spath, e);
-                    return Ok(false);
+                    return Ok((false, false));
                 }
             },
         };
+        if self.opts.delete && inherited && !created {
+            self.delete_extra(&t, spath, tpath);
+        }
         let mut jobs = Vec::new();
         let mut any = false;
         for n in t.nodes {
@@ -333,14 +421,16 @@ impl Restorer<'_> {
             }
             let inc = inherited || self.include.matches(&s, name);
             if n.kind == NodeKind::Dir {
-                let sub_any = match &n.subtree {
+                let (sub_any, sub_created) = match &n.subtree {
                     Some(sub) => self.restore_dir(sub, &s, &tp, inc)?,
-                    None => false,
+                    None => (false, false),
                 };
-                if inc || sub_any {
+                // A directory that only leads to selected entries keeps its own metadata
+                // when it was there already (a restore in place must not reset `/srv`).
+                if inc || (sub_any && (sub_created || self.opts.dry_run)) {
                     self.dirs.push((tp, n));
-                    any = true;
                 }
+                any |= inc || sub_any;
             } else if inc && n.kind == NodeKind::File && n.nlink <= 1 {
                 self.files.push((s, tp, n));
                 any = true;
@@ -356,6 +446,7 @@ impl Restorer<'_> {
             // Nothing selected below: leave no empty directory behind.
             let _ = fs::remove_dir(tpath);
         }
+        let created = created && (any || inherited);
         let (linked, single): (Vec<_>, Vec<_>) = jobs
             .into_iter()
             .partition(|(_, _, n)| n.kind == NodeKind::File && n.nlink > 1);
@@ -391,7 +482,7 @@ impl Restorer<'_> {
                 }
             }
         }
-        Ok(any)
+        Ok((any, created))
     }
 
     /// Restores the pending batch of regular files: created, filled pack by pack, finished.
@@ -547,8 +638,18 @@ impl Restorer<'_> {
             _ => {}
         }
         if m.is_dir() {
-            self.error(s, "a directory is in the way; not replaced");
-            return false;
+            if !self.opts.delete {
+                self.error(s, "a directory is in the way; not replaced");
+                return false;
+            }
+            if let Err(e) = fs::remove_dir_all(tp) {
+                self.error(
+                    s,
+                    format!("a directory is in the way and cannot be deleted: {e}"),
+                );
+                return false;
+            }
+            return true;
         }
         if n.kind == NodeKind::File && n.nlink <= 1 {
             return true;

@@ -450,6 +450,7 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         pnode: Option<&Node>,
         parent_dev: Option<u64>,
     ) -> Result<()> {
+        self.opts.cancel.check()?;
         if self.excludes.excluded(path, name) || self.opts.skip.iter().any(|s| s == path) {
             return Ok(());
         }
@@ -626,6 +627,10 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         let chunker = self.repo.chunker();
         let mut repo_err = None;
         let res = for_each_window(r, chunker, size_hint, |buf, ranges| {
+            if let Err(e) = self.opts.cancel.check() {
+                repo_err = Some(e);
+                return Err(std::io::Error::other("cancelled"));
+            }
             let sealer = self.sealer();
             let t = target.clone();
             let bytes = buf.len() as u64;

@@ -31,10 +31,11 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
-use crate::ops::progress::ProgressSink;
+use crate::ops::progress::{Cancel, ProgressSink};
 use crate::repo::Repository;
 use crate::repo::saver::BlobSaver;
 use crate::repo::snapshot::{Snapshot, Summary};
+use crate::source::command::Producer;
 use crate::tree::{Node, NodeKind};
 
 /// What to snapshot.
@@ -80,6 +81,10 @@ pub struct SnapshotOptions {
     /// Receives files and bytes as they are stored or found unchanged; the parent snapshot's
     /// size is the expected total.
     pub progress: ProgressSink,
+    /// Why the snapshot was taken ("before upgrade"), kept in the snapshot.
+    pub reason: Option<String>,
+    /// Asked between entries (and stream windows) whether to stop early.
+    pub cancel: Cancel,
 }
 
 /// A source entry that was skipped.
@@ -185,6 +190,7 @@ pub fn snapshot(
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary: summary.clone(),
         original: None,
+        reason: opts.reason.clone(),
     };
     // Last: the snapshot file, once everything it references is durable and indexed.
     let snapshot_id = match &session {
@@ -205,6 +211,67 @@ pub fn snapshot(
         error_details: errors,
         dry_run,
     })
+}
+
+/// Takes a snapshot of what `cmd` prints on standard output, stored as one file `name`. The
+/// snapshot is written only if the command exits successfully; otherwise the error names
+/// `label`, the exit status and (with `capture_stderr`) the end of its standard error.
+pub fn snapshot_command(
+    repo: &Repository,
+    cmd: &mut std::process::Command,
+    label: &str,
+    name: &str,
+    capture_stderr: bool,
+    opts: &SnapshotOptions,
+) -> Result<SnapshotReport> {
+    if opts.cancel.is_armed() {
+        // In a group of its own, so that a stop request reaches the whole pipeline the
+        // command may be (`sh -c 'pg_dump | …'`).
+        std::os::unix::process::CommandExt::process_group(cmd, 0);
+    }
+    let (producer, stdout) = Producer::spawn(cmd, label, capture_stderr)?;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = opts.cancel.is_armed().then(|| {
+        let (cancel, done, pid) = (opts.cancel.clone(), done.clone(), producer.pid());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if cancel.is_set() {
+                    // A command blocked without output would otherwise hold the stop up.
+                    let group = nix::unistd::Pid::from_raw(-(pid as i32));
+                    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        })
+    });
+    let producer = std::cell::RefCell::new(Some(producer));
+    let finish = Box::new(|| -> Result<()> {
+        let ended = match producer.borrow_mut().take() {
+            Some(p) => p
+                .wait()
+                .map_err(|e| Error::Invalid(format!("{e}; no snapshot written"))),
+            None => Ok(()),
+        };
+        opts.cancel.check()?;
+        ended
+    });
+    let input = Input::Stream {
+        name: name.to_string(),
+        reader: Box::new(stdout),
+        finish,
+    };
+    let r = snapshot(repo, input, opts);
+    if r.is_err()
+        && let Some(p) = producer.borrow_mut().take()
+    {
+        p.kill();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
+    r
 }
 
 type Parent = Option<(SnapshotId, Snapshot)>;

@@ -1,0 +1,88 @@
+//! The repository-wide jobs a site schedules: `check` and `prune`, recorded in the state
+//! file (the last check is part of `status`) and the audit log, whoever started them.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::audit::{self, Entry, Outcome};
+use super::handle::Site;
+use crate::error::{Error, Result};
+use crate::ops::check::{CheckOptions, CheckReport, DataSubset, check};
+use crate::ops::prune::{PruneOptions, PruneReport, prune};
+use crate::repo::Repository;
+
+/// Records a check's outcome.
+pub fn record_check(site: &Site, r: &CheckReport, duration: Duration) -> Result<()> {
+    let ok = r.errors.is_empty();
+    let error = r.errors.first().map(|f| {
+        format!(
+            "{} errors; the first: {}: {}",
+            r.errors.len(),
+            f.what,
+            f.problem
+        )
+    });
+    let outcome = Outcome {
+        time: Utc::now(),
+        ok,
+        snapshot: None,
+        error: error.clone(),
+        duration_s: duration.as_secs_f64(),
+    };
+    audit::update(&site.config.state_dir, |s| s.last_check = Some(outcome))?;
+    let mut e = Entry::new("check", &site.host());
+    e.result = if ok { "ok" } else { "failed" }.into();
+    e.error = error;
+    e.duration_s = duration.as_secs_f64();
+    e.detail = serde_json::json!({
+        "packs_read": r.packs_read, "bytes_read": r.bytes_read,
+        "packs_unproven": r.packs_unproven, "oldest_proof": r.oldest_proof,
+    });
+    audit::append(&site.config.state_dir, &e)
+}
+
+/// A budgeted daily check: `--read-data --max-age AGE --read-data-subset SUBSET`.
+pub fn scheduled_check(
+    site: &Site,
+    repo: &Repository,
+    subset: &str,
+    max_age: Duration,
+) -> Result<CheckReport> {
+    let started = Instant::now();
+    let opts = CheckOptions {
+        read_data: Some(DataSubset::parse(subset).map_err(Error::Invalid)?),
+        max_age: Some(max_age),
+        now: None,
+        progress: Default::default(),
+    };
+    let r = check(repo, &opts)?;
+    record_check(site, &r, started.elapsed())?;
+    Ok(r)
+}
+
+/// Records a prune's outcome.
+pub fn record_prune(
+    site: &Site,
+    r: std::result::Result<&PruneReport, &Error>,
+    duration: Duration,
+) -> Result<()> {
+    let mut e = Entry::new("prune", &site.host());
+    e.duration_s = duration.as_secs_f64();
+    match r {
+        Ok(r) => e.detail = serde_json::to_value(r).unwrap_or_default(),
+        Err(err) => {
+            e.result = "failed".into();
+            e.error = Some(err.to_string());
+        }
+    }
+    audit::append(&site.config.state_dir, &e)
+}
+
+/// A prune with the default limits.
+pub fn scheduled_prune(site: &Site, repo: &Repository) -> Result<PruneReport> {
+    let started = Instant::now();
+    let r = prune(repo, &PruneOptions::default());
+    record_prune(site, r.as_ref(), started.elapsed())?;
+    r
+}
