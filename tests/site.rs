@@ -857,3 +857,13 @@ fn an_sqlite_snapshot_taken_under_a_writer_is_a_consistent_prefix() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok");
 }
+
+#[test]
+fn the_template_prints_and_checks_once_its_paths_exist() {
+    let e = Env::bare();
+    let a = e.ok(&["config", "template"]);
+    let b = e.ok(&["init", "--config-template"]);
+    assert_eq!(a, b);
+    assert!(a.contains("[components.db]") && a.contains("[[schedules]]") && a.contains("[alerts]"));
+    assert!(!e.repo().exists(), "printing the template creates nothing");
+}

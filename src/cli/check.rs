@@ -33,6 +33,7 @@ pub fn run(g: &Globals, a: CheckArgs) -> Result<i32> {
             None
         });
     let (progress, bar) = super::progress::bar(g, "check", "packs");
+    let started = std::time::Instant::now();
     let r = check(
         &repo,
         &CheckOptions {
@@ -46,6 +47,12 @@ pub fn run(g: &Globals, a: CheckArgs) -> Result<i32> {
         b.finish();
     }
     let r = r?;
+    // Through a site's config, the check is its last verification (`status`, the log).
+    if read_data.is_some()
+        && let Some(site) = g.site_opt()?
+    {
+        cairn::site::upkeep::record_check(site, &r, started.elapsed())?;
+    }
     if g.json {
         g.print_json(&r)?;
     } else {

@@ -28,6 +28,9 @@ pub struct InitArgs {
     /// Target pack size.
     #[arg(long, value_parser = parse_size, hide = true)]
     pack_size: Option<u64>,
+    /// Print a commented site config (cairn.toml) instead, and create nothing.
+    #[arg(long)]
+    config_template: bool,
     #[command(flatten)]
     kdf: KdfArgs,
 }
@@ -76,6 +79,10 @@ pub fn init_options(a: &InitArgs) -> Result<InitOptions> {
 }
 
 pub fn init(g: &Globals, a: InitArgs) -> Result<i32> {
+    if a.config_template {
+        print!("{}", cairn::site::config::TEMPLATE);
+        return Ok(0);
+    }
     let opts = init_options(&a)?;
     let (path, _) = g.repo_path();
     let password = new_password(g)?;

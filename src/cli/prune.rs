@@ -58,8 +58,14 @@ pub fn run(g: &Globals, a: PruneArgs) -> Result<i32> {
     let repo = g.open()?;
     let mut opts = a.tuning.options(a.dry_run);
     opts.repack = a.repack.into_iter().collect();
-    let r = prune(&repo, &opts)?;
-    print_report(g, &r)?;
+    let started = std::time::Instant::now();
+    let r = prune(&repo, &opts);
+    if !a.dry_run
+        && let Some(site) = g.site_opt()?
+    {
+        cairn::site::upkeep::record_prune(site, r.as_ref(), started.elapsed())?;
+    }
+    print_report(g, &r?)?;
     Ok(0)
 }
 
