@@ -867,3 +867,79 @@ fn the_template_prints_and_checks_once_its_paths_exist() {
     assert!(a.contains("[components.db]") && a.contains("[[schedules]]") && a.contains("[alerts]"));
     assert!(!e.repo().exists(), "printing the template creates nothing");
 }
+
+#[test]
+fn runs_copy_new_snapshots_offsite_with_the_same_retention() {
+    let offsite = Env::with_password("offsite password");
+    let s = Site::new(&format!(
+        r#"
+[offsite.usb]
+path = "{}"
+password_file = "pw2"
+components = ["a"]
+[components.a]
+paths = ["a"]
+[components.b]
+paths = ["b"]
+[kinds.manual]
+keep_last = 2
+"#,
+        offsite.repo().display()
+    ));
+    std::fs::write(s.p("pw2"), "offsite password\n").unwrap();
+    write(&s.p("a"), "f", b"a");
+    write(&s.p("b"), "f", b"b");
+    let plan = s.ok(&["run", "--dry-run"]);
+    assert!(plan.contains("copy new snapshots to offsite usb"), "{plan}");
+    assert!(
+        offsite
+            .json(&["snapshots"], 0)
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let copies = || {
+        offsite
+            .json(&["snapshots", "--tag", "component=a"], 0)
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    for round in 1..=4 {
+        write(&s.p("a"), "f", format!("a{round}").as_bytes());
+        let r = s.json(
+            &["run", "--time", &format!("2026-05-0{round}T10:00:00Z")],
+            0,
+        );
+        let o = &r["offsites"][0];
+        assert_eq!(
+            (o["offsite"].as_str(), o["ok"].as_bool()),
+            (Some("usb"), Some(true)),
+            "{r}"
+        );
+        assert_eq!(
+            o["copied"], 1,
+            "round {round}: only the new snapshot of a: {r}"
+        );
+        assert_eq!(copies(), round.min(2), "round {round}");
+    }
+    assert!(
+        offsite
+            .json(&["snapshots", "--tag", "component=b"], 0)
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    offsite.ok(&["check", "--read-data"]);
+    // An offsite that cannot be opened fails the run, not the component's snapshot.
+    std::fs::write(s.p("pw2"), "wrong\n").unwrap();
+    let r = s.json(&["run", "a"], 1);
+    assert_eq!(r["components"][0]["ok"], true);
+    assert!(
+        r["offsites"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("wrong password"),
+        "{r}"
+    );
+}
