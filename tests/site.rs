@@ -492,12 +492,13 @@ fn two_runs_of_one_component_never_overlap() {
     let s = Site::new(
         "[components.slow]\ncommand = \"sleep 3; echo done\"\n[components.quick]\ncommand = \"echo quick\"\n",
     );
-    let mut first = s
-        .cmd(&["run", "slow"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = Reaped(
+        s.cmd(&["run", "slow"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let lock = s.p("state/locks/slow.lock");
     let t = Instant::now();
     while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains("run by pid")) {
@@ -511,12 +512,12 @@ fn two_runs_of_one_component_never_overlap() {
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(
-        e.contains("component slow is busy") && e.contains(&format!("pid {}", first.id())),
+        e.contains("component slow is busy") && e.contains(&format!("pid {}", first.0.id())),
         "{e}"
     );
     // Another component is not held up.
     s.ok(&["run", "quick"]);
-    assert!(first.wait().unwrap().success());
+    assert!(first.0.wait().unwrap().success());
     assert_eq!(s.versions("slow").len(), 1);
 }
 
@@ -715,6 +716,16 @@ action = "check"
     assert!(!cron.exists());
 }
 
+/// A child process killed when the test ends, however it ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn the_daemon_runs_schedules_logs_json_and_stops_safely_on_sigterm() {
     let s = Site::new(
@@ -805,11 +816,13 @@ fn an_sqlite_snapshot_taken_under_a_writer_is_a_consistent_prefix() {
         db = db.display().to_string(),
         ready = s.p("ready").display().to_string()
     );
-    let mut w = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(&writer)
-        .spawn()
-        .unwrap();
+    let mut w = Reaped(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(&writer)
+            .spawn()
+            .unwrap(),
+    );
     let t = Instant::now();
     while !s.p("ready").exists() {
         assert!(t.elapsed() < Duration::from_secs(20));
@@ -821,8 +834,8 @@ fn an_sqlite_snapshot_taken_under_a_writer_is_a_consistent_prefix() {
         let r = s.json(&["run"], 0);
         ids.push(r["components"][0]["snapshot"].as_str().unwrap().to_string());
     }
-    let _ = w.kill();
-    let _ = w.wait();
+    let _ = w.0.kill();
+    let _ = w.0.wait();
     let mut last = 0;
     for id in &ids {
         let out = s.p(&format!("restored-{id}.db"));
