@@ -956,3 +956,25 @@ keep_last = 2
         "{r}"
     );
 }
+
+#[test]
+fn a_rollback_in_place_keeps_a_symlinked_folder_on_the_way() {
+    let s = Site::new("[components.app]\npaths = [\"link/app\"]\n");
+    write(&s.p("real/app"), "conf", b"v1");
+    std::os::unix::fs::symlink(s.p("real"), s.p("link")).unwrap();
+    let r = s.json(&["run"], 0);
+    let snap = r["components"][0]["snapshot"].as_str().unwrap().to_string();
+    write(&s.p("real/app"), "conf", b"v2");
+    write(&s.p("real/app"), "new", b"new");
+    s.ok(&["rollback", "app", &snap[..8]]);
+    assert!(
+        std::fs::symlink_metadata(s.p("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        tree(&s.p("real/app")),
+        [("conf".to_string(), "v1".to_string())]
+    );
+}

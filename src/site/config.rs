@@ -277,6 +277,19 @@ fn check_name(what: &str, name: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// `p` with its folders' symlinks resolved, when it exists (the last component is kept as
+/// it is: a symlink named in the config is stored as a symlink). Snapshots then record real
+/// folders, so a restore in place never replaces a symlinked folder on the way (`/srv` →
+/// `/data/srv`) by a directory.
+fn real(p: &Path) -> PathBuf {
+    match (p.parent(), p.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| p.to_path_buf()),
+        _ => p.to_path_buf(),
+    }
+}
+
 struct Resolver<'a> {
     text: &'a str,
     base: &'a Path,
@@ -333,7 +346,7 @@ impl Resolver<'_> {
             !s.exclude.is_empty() || !s.exclude_if_present.is_empty() || s.one_file_system;
         let source = if !s.paths.is_empty() {
             Source::Paths {
-                paths: s.paths.iter().map(|p| self.path(p)).collect(),
+                paths: s.paths.iter().map(|p| real(&self.path(p))).collect(),
                 exclude: s.exclude.clone(),
                 exclude_if_present: s.exclude_if_present.clone(),
                 one_file_system: s.one_file_system,
@@ -357,7 +370,7 @@ impl Resolver<'_> {
                 filename,
             }
         } else {
-            let path = self.path(s.sqlite.as_deref().unwrap_or(Path::new("")));
+            let path = real(&self.path(s.sqlite.as_deref().unwrap_or(Path::new(""))));
             Source::Sqlite { path }
         };
         if s.restore_command.is_some() && !matches!(source, Source::Command { .. }) {
