@@ -978,3 +978,26 @@ fn a_rollback_in_place_keeps_a_symlinked_folder_on_the_way() {
         [("conf".to_string(), "v1".to_string())]
     );
 }
+
+#[test]
+fn a_rollback_never_deletes_the_repository_state_or_cache_inside_its_paths() {
+    // The component is the whole workspace: the repository, the cache and the state folder
+    // lie inside it, and none of them is in its snapshots.
+    let s = Site::new("[components.all]\npaths = [\".\"]\n");
+    write(&s.p("data"), "a", b"a");
+    let r = s.json(&["run"], 0);
+    let snap = r["components"][0]["snapshot"].as_str().unwrap().to_string();
+    write(&s.p("data"), "new", b"created since");
+    s.ok(&["rollback", "all", &snap[..8]]);
+    assert!(!s.p("data/new").exists());
+    assert!(
+        s.p("repo/config").exists() && s.p("state/audit.jsonl").exists() && s.p("cache").is_dir()
+    );
+    s.ok(&["check", "--read-data"]);
+    let log = s.json(&["log"], 0);
+    assert_eq!(
+        log.as_array().unwrap().len(),
+        3,
+        "run, rollback, check: {log}"
+    );
+}

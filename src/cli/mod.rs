@@ -125,6 +125,8 @@ enum Command {
 pub struct Globals {
     config: Option<PathBuf>,
     site: std::cell::OnceCell<Option<cairn::site::Site>>,
+    /// `-r` names another repository than the config's.
+    foreign_repo: std::cell::Cell<bool>,
     repo: Option<PathBuf>,
     password_file: Option<PathBuf>,
     pub json: bool,
@@ -158,6 +160,10 @@ impl Globals {
                         cairn::site::config::PasswordSource::File(f.clone());
                 }
                 if let Some(r) = &self.repo {
+                    let canon =
+                        |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+                    self.foreign_repo
+                        .set(canon(r) != canon(&config.repository.path));
                     config.repository.path = r.clone();
                 }
                 let fallback_file = self.password_file.clone();
@@ -177,6 +183,13 @@ impl Globals {
             }
         };
         Ok(self.site.get_or_init(|| site).as_ref())
+    }
+
+    /// The site whose repository this command works on, if any: what a check or prune is
+    /// recorded for. Best effort: a config that does not load records nothing.
+    pub fn own_site(&self) -> Option<&cairn::site::Site> {
+        let site = self.site_opt().ok().flatten()?;
+        (!self.foreign_repo.get()).then_some(site)
     }
 
     /// The site of the config file; an error saying how to give one when there is none.
@@ -338,6 +351,7 @@ pub fn run() -> Result<i32> {
     let g = Globals {
         config: cli.config,
         site: std::cell::OnceCell::new(),
+        foreign_repo: std::cell::Cell::new(false),
         repo: cli.repo,
         password_file: cli.password_file,
         json: cli.json,

@@ -76,10 +76,21 @@ pub fn append(state_dir: &Path, e: &Entry) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .read(true)
         .open(&path)
         .map_err(|err| Error::io(&path, err))?;
+    // A line torn by a crash is left as it is, but never glued to this one.
+    if ends_torn(&mut f) {
+        line.insert(0, b'\n');
+    }
     f.write_all(&line).map_err(|err| Error::io(&path, err))?;
     f.sync_data().map_err(|err| Error::io(&path, err))
+}
+
+fn ends_torn(f: &mut std::fs::File) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut last = [0u8; 1];
+    f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut last).is_ok() && last[0] != b'\n'
 }
 
 /// The audit log's entries, oldest first (of `component` only, if given). Lines that do not
@@ -204,6 +215,9 @@ mod tests {
             .unwrap();
         f.write_all(b"{\"time\": \"20").unwrap();
         assert_eq!(read(d.path(), None).unwrap(), vec![a.clone(), b.clone()]);
+        let c = Entry::new("prune", "h");
+        append(d.path(), &c).unwrap();
+        assert_eq!(read(d.path(), None).unwrap(), vec![a.clone(), b.clone(), c]);
         assert_eq!(read(d.path(), Some("db")).unwrap(), vec![a]);
         assert_eq!(read(d.path(), Some("nope")).unwrap(), vec![]);
     }

@@ -18,7 +18,7 @@ use crate::ops::restore::{Overwrite, RestoreOptions, RestoreReport, restore};
 use crate::ops::snapshot::{Input, SnapshotOptions, SnapshotReport, snapshot, snapshot_command};
 use crate::repo::Repository;
 use crate::repo::snapshot::Snapshot;
-use crate::source::command::{TAIL_BYTES, failure, tail_reader};
+use crate::source::command::{TAIL_BYTES, failure, join_briefly, tail_reader};
 use crate::source::sqlite;
 
 /// How a component's snapshot is taken.
@@ -61,7 +61,6 @@ pub fn take(
     comp: &Component,
     o: &TakeOptions,
 ) -> Result<SnapshotReport> {
-    let cache = site.cache_dir();
     let state = &site.config.state_dir;
     let mut opts = SnapshotOptions {
         tags: vec![component_tag(&comp.name), kind_tag(&o.kind)],
@@ -69,10 +68,7 @@ pub fn take(
         time: o.time,
         reason: o.reason.clone(),
         cancel: o.cancel.clone(),
-        skip: [repo.root(), cache.as_path(), state.as_path()]
-            .iter()
-            .filter_map(|p| std::fs::canonicalize(p).ok())
-            .collect(),
+        skip: own_paths(site, repo),
         ..SnapshotOptions::default()
     };
     match &comp.source {
@@ -91,7 +87,9 @@ pub fn take(
         Source::Command {
             command, filename, ..
         } => {
-            let env = HookEnv::new(&comp.name, "run").with("KIND", &o.kind);
+            let env = HookEnv::new(&comp.name, "run")
+                .with("KIND", &o.kind)
+                .with("REASON", o.reason.clone().unwrap_or_default());
             let label = format!("command `{command}`");
             snapshot_command(
                 repo,
@@ -116,6 +114,20 @@ pub fn take(
             snapshot(repo, input, &opts)
         }
     }
+}
+
+/// What cairn itself keeps on disk for this site: the repository, the cache, the state
+/// directory. Never stored, never deleted by a restore in place.
+pub fn own_paths(site: &Site, repo: &Repository) -> Vec<PathBuf> {
+    let cache = site.cache_dir();
+    [
+        repo.root(),
+        cache.as_path(),
+        site.config.state_dir.as_path(),
+    ]
+    .iter()
+    .filter_map(|p| std::fs::canonicalize(p).ok())
+    .collect()
 }
 
 /// The file name an sqlite component's image has in its snapshots.
@@ -163,6 +175,7 @@ pub struct Restored {
 
 /// Restores snapshot `snap` of `comp` to `to`. `env` is what the restore commands see.
 pub fn put_back(
+    site: &Site,
     repo: &Repository,
     comp: &Component,
     (id, snap): (&SnapshotId, &Snapshot),
@@ -171,7 +184,7 @@ pub fn put_back(
 ) -> Result<Restored> {
     let env = env.clone().with("SNAPSHOT", id.to_hex());
     match (&comp.source, to) {
-        (Source::Paths { .. }, _) => restore_paths(repo, comp, snap, to),
+        (Source::Paths { .. }, _) => restore_paths(repo, comp, snap, to, own_paths(site, repo)),
         (
             Source::Command {
                 restore_command, ..
@@ -187,7 +200,14 @@ pub fn put_back(
                     snap.paths.first().map(String::as_str).unwrap_or("/")
                 ))
             })?;
-            let bytes = pipe_into(repo, snap, cmd, &format!("restore_command `{cmd}`"), &env)?;
+            // Proven whole before the first byte reaches a restore that may drop data
+            // (`pg_restore --clean`): a damaged blob stops it before anything is changed.
+            let tmp = site.config.state_dir.join("tmp");
+            std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            let image = Scratch(scratch_name(&tmp, "stream"));
+            dump_to(repo, snap, &image.0)?;
+            let label = format!("restore_command `{cmd}`");
+            let bytes = pipe_file_into(&image.0, cmd, &label, &env)?;
             Ok(Restored {
                 bytes,
                 ..Restored::default()
@@ -268,6 +288,30 @@ fn dump_to(repo: &Repository, snap: &Snapshot, file: &Path) -> Result<u64> {
     Ok(n)
 }
 
+/// Feeds `file` to `cmd` on its standard input.
+fn pipe_file_into(file: &Path, cmd: &str, label: &str, env: &HookEnv) -> Result<u64> {
+    let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+    let len = f.metadata().map_err(|e| Error::io(file, e))?.len();
+    let mut c = shell(cmd, env);
+    c.stdin(Stdio::from(f))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c
+        .spawn()
+        .map_err(|e| Error::Invalid(format!("cannot run {label}: {e}")))?;
+    let out = child.stdout.take().map(|o| tail_reader(o, TAIL_BYTES));
+    let err = child.stderr.take().map(|e| tail_reader(e, TAIL_BYTES));
+    let status = child
+        .wait()
+        .map_err(|e| Error::Invalid(format!("{label}: {e}")))?;
+    drop(out);
+    let err = err.map(join_briefly).unwrap_or_default();
+    if !status.success() {
+        return Err(Error::Invalid(failure(label, &status, &err)));
+    }
+    Ok(len)
+}
+
 /// Feeds the snapshot's one stream to `cmd` on its standard input.
 fn pipe_into(
     repo: &Repository,
@@ -293,8 +337,8 @@ fn pipe_into(
     let status = child
         .wait()
         .map_err(|e| Error::Invalid(format!("{label}: {e}")))?;
-    let _ = out.map(|h| h.join());
-    let err = err.and_then(|h| h.join().ok()).unwrap_or_default();
+    drop(out);
+    let err = err.map(join_briefly).unwrap_or_default();
     if !status.success() {
         return Err(Error::Invalid(failure(label, &status, &err)));
     }
@@ -312,6 +356,7 @@ fn restore_paths(
     comp: &Component,
     snap: &Snapshot,
     to: &Destination,
+    keep: Vec<PathBuf>,
 ) -> Result<Restored> {
     let Source::Paths {
         exclude,
@@ -331,10 +376,13 @@ fn restore_paths(
             include: snap.paths.clone(),
             exclude: exclude.clone(),
             overwrite: Overwrite::Always,
-            delete: true,
+            // Entries the snapshot could not read are absent from it, not gone: a partial
+            // snapshot gives no say over what is not in it.
+            delete: snap.summary.errors == 0,
             keep_if_present: exclude_if_present.clone(),
             one_file_system: *one_file_system,
             force: true,
+            keep,
             ..RestoreOptions::default()
         },
         Destination::Scratch(dir) => RestoreOptions {

@@ -584,7 +584,7 @@ pub fn resolve(spec: ConfigSpec, text: &str, base: &Path) -> std::result::Result
         };
         let only_run_drill =
             spec.profile.is_some() || !spec.components.is_empty() || spec.kind.is_some();
-        if only_run_drill && matches!(spec.action, Action::Check | Action::Prune) {
+        if only_run_drill && matches!(spec.action, Action::Check | Action::Prune | Action::Status) {
             return Err(at(format!(
                 "a {} covers the whole repository: remove profile, components and kind",
                 spec.action.name()
@@ -613,7 +613,9 @@ pub fn resolve(spec: ConfigSpec, text: &str, base: &Path) -> std::result::Result
                     targets.join("-")
                 };
                 match spec.action {
-                    Action::Check | Action::Prune => spec.action.name().to_string(),
+                    Action::Check | Action::Prune | Action::Status => {
+                        spec.action.name().to_string()
+                    }
                     _ => format!("{}-{what}", spec.action.name()),
                 }
             }

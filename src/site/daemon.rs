@@ -77,6 +77,14 @@ fn job(site: &Site, s: &Schedule, cancel: &Cancel) -> serde_json::Value {
                        "error": r.errors.first().map(|f| format!("{}: {}", f.what, f.problem)) }),
             )
         }
+        Action::Status => {
+            let repo = site.open()?;
+            let r = status(site, &repo, Utc::now())?;
+            let mut n = Notifier::new(&site.config.alerts);
+            let sent = notify(site, alerts(site, &r), &|_| true, &mut n)?;
+            n.finish();
+            Ok(json!({ "ok": true, "limits_hold": r.ok, "alerts_sent": sent.len() }))
+        }
         Action::Prune => {
             let repo = site.open()?;
             let r = scheduled_prune(site, &repo)?;

@@ -94,6 +94,7 @@ fn drill_one(site: &Site, repo: &Repository, comp: &Component) -> DrillResult {
         let drill = comp.drill.clone().unwrap_or_default();
         let restored = run_hooks("drill before", &drill.before, &env).and_then(|()| {
             let restored = put_back(
+                site,
                 repo,
                 comp,
                 (&id, &snap),

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::config::{Commands, Config, PasswordSource, Source};
 use crate::error::{Error, Result};
-use crate::source::command::{TAIL_BYTES, failure, tail_reader};
+use crate::source::command::{TAIL_BYTES, failure, join_briefly, tail_reader};
 
 /// The variables a command sees.
 #[derive(Clone, Debug, Default)]
@@ -64,8 +64,8 @@ pub fn run_command(cmd: &str, label: &str, env: &HookEnv) -> Result<String> {
     let status = child
         .wait()
         .map_err(|e| Error::Invalid(format!("{label}: {e}")))?;
-    let out = out.and_then(|h| h.join().ok()).unwrap_or_default();
-    let err = err.and_then(|h| h.join().ok()).unwrap_or_default();
+    let out = out.map(join_briefly).unwrap_or_default();
+    let err = err.map(join_briefly).unwrap_or_default();
     if status.success() {
         Ok(String::from_utf8_lossy(&out).trim().to_string())
     } else {

@@ -40,6 +40,7 @@ pub fn list_versions(site: &Site, component: &str) -> Result<Vec<Version>> {
 /// Restores `snap` of `comp` in place with its hooks, as `operation` (`rollback`,
 /// `recover`); the caller holds the component's lock.
 fn restore_live(
+    site: &Site,
     repo: &Repository,
     comp: &Component,
     (id, snap): (&SnapshotId, &Snapshot),
@@ -48,7 +49,7 @@ fn restore_live(
     let env = HookEnv::new(&comp.name, operation).with("SNAPSHOT", id.to_hex());
     let done = (|| -> Result<Restored> {
         run_hooks("before", &comp.before, &env)?;
-        let r = put_back(repo, comp, (id, snap), &Destination::Live, &env)?;
+        let r = put_back(site, repo, comp, (id, snap), &Destination::Live, &env)?;
         run_hooks("after", &comp.after, &env)?;
         Ok(r)
     })();
@@ -157,6 +158,15 @@ pub fn rollback(site: &Site, opts: &RollbackOptions) -> Result<RollbackReport> {
     let started = Instant::now();
     let comp = site.config.component(&opts.component)?;
     let repo = site.open()?;
+    // Before the target is chosen, so a run's retention cannot remove it meanwhile.
+    let _lock = match opts.dry_run {
+        true => None,
+        false => Some(lock_component(
+            &site.config.state_dir,
+            &comp.name,
+            "rollback",
+        )?),
+    };
     let (id, snap) = target(&repo, &comp.name, opts.snapshot.as_deref())?;
     let mut report = RollbackReport {
         component: comp.name.clone(),
@@ -191,7 +201,6 @@ pub fn rollback(site: &Site, opts: &RollbackOptions) -> Result<RollbackReport> {
     if opts.dry_run {
         return Ok(report);
     }
-    let _lock = lock_component(&site.config.state_dir, name, "rollback")?;
     let mut entry = Entry::new("rollback", &site.host());
     entry.components = vec![name.clone()];
     entry.snapshots = vec![id.to_hex()];
@@ -216,7 +225,7 @@ pub fn rollback(site: &Site, opts: &RollbackOptions) -> Result<RollbackReport> {
             })?;
             report.pre_rollback = pre.snapshot_id;
         }
-        let restored = restore_live(&repo, comp, (&id, &snap), "rollback").map_err(|e| {
+        let restored = restore_live(site, &repo, comp, (&id, &snap), "rollback").map_err(|e| {
             let undo = match &report.pre_rollback {
                 Some(pre) => format!(
                     "; the state before is snapshot {}: return to it with `cairn rollback {name} {}`",
@@ -346,7 +355,7 @@ pub fn recover(site: &Site, opts: &RecoverOptions) -> Result<RecoverReport> {
             continue;
         }
         let done = lock_component(&c.state_dir, &comp.name, "recover")
-            .and_then(|_lock| restore_live(&repo, comp, (&id, &snap), "recover"));
+            .and_then(|_lock| restore_live(site, &repo, comp, (&id, &snap), "recover"));
         match done {
             Ok(rest) => {
                 r.ok = true;

@@ -77,7 +77,9 @@ pub struct ComponentResult {
     pub duration_s: f64,
     /// Why it failed.
     pub error: Option<String>,
-    /// Problems that did not fail it (unreadable files skipped, retention trouble).
+    /// Source entries that could not be read and were left out (exit 3).
+    pub skipped: u64,
+    /// What those entries were.
     pub warnings: Vec<String>,
     /// Snapshots its retention removed.
     pub forgotten: Vec<SnapshotId>,
@@ -195,10 +197,7 @@ pub fn run(site: &Site, opts: &RunOptions) -> Result<RunReport> {
         }
     }
     report.ok = report.components.iter().all(|r| r.ok) && report.offsites.iter().all(|o| o.ok);
-    report.partial = report
-        .components
-        .iter()
-        .any(|r| r.ok && !r.warnings.is_empty());
+    report.partial = report.components.iter().any(|r| r.ok && r.skipped > 0);
     let summary = if report.ok {
         "ok".to_string()
     } else {
@@ -303,8 +302,24 @@ fn run_component(
     let env = HookEnv::new(&comp.name, "run")
         .with("KIND", &opts.kind)
         .with("REASON", opts.reason.clone().unwrap_or_default());
+    // Held to the end: hooks, snapshot, on_failure and retention of one component never
+    // overlap another operation on it.
+    // A busy component runs none of its hooks: the operation holding it owns them.
+    let _lock = match lock_component(&site.config.state_dir, &comp.name, "run") {
+        Ok(l) => l,
+        Err(e) => {
+            let r = failed(comp, e.to_string());
+            n.event(&event(
+                site,
+                "failure",
+                Some(&comp.name),
+                None,
+                e.to_string(),
+            ));
+            return r;
+        }
+    };
     let outcome = (|| -> Result<()> {
-        let _lock = lock_component(&site.config.state_dir, &comp.name, "run")?;
         run_hooks("before", &comp.before, &env)?;
         let take_opts = TakeOptions {
             kind: opts.kind.clone(),
@@ -317,6 +332,7 @@ fn run_component(
         r.size = s.summary.total_bytes;
         r.added = s.summary.data_added;
         r.stored = s.summary.data_added_packed;
+        r.skipped = s.summary.errors;
         r.warnings = s
             .error_details
             .iter()
@@ -348,7 +364,11 @@ fn run_component(
         let now = opts.time.unwrap_or_else(Utc::now);
         match forget_component(&site.config, repo, &comp.name, now) {
             Ok(gone) => r.forgotten = gone,
-            Err(e) => r.warnings.push(format!("retention: {e}")),
+            Err(e) => {
+                // The snapshot is stored, but the kept history is not what the config says.
+                r.ok = false;
+                r.error = Some(format!("retention: {e}"));
+            }
         }
         if !r.forgotten.is_empty() {
             let mut entry = Entry::new("forget", &site.host());

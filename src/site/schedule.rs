@@ -113,6 +113,7 @@ pub fn command(exe: &Path, config: &Path, s: &Schedule) -> Vec<String> {
             s.read_data_subset.clone(),
         ]),
         Action::Prune => v.push("prune".into()),
+        Action::Status => v.extend(["status".into(), "--notify".into()]),
     }
     v
 }

@@ -37,6 +37,20 @@ pub fn tail_reader(mut r: impl Read + Send + 'static, limit: usize) -> JoinHandl
     })
 }
 
+/// What a pipe reader kept, waiting at most a moment once the command has ended: a child it
+/// left in the background (`svc &`) may hold the pipe open for as long as it runs.
+pub fn join_briefly(h: std::thread::JoinHandle<Vec<u8>>) -> Vec<u8> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while !h.is_finished() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if h.is_finished() {
+        h.join().unwrap_or_default()
+    } else {
+        Vec::new()
+    }
+}
+
 /// The kept text, trimmed, on one line per line, or "" when there is none.
 fn tail_text(tail: &[u8]) -> String {
     String::from_utf8_lossy(tail).trim().to_string()

@@ -87,6 +87,9 @@ pub struct RestoreOptions {
     pub one_file_system: bool,
     /// Allow `delete` into `/`.
     pub force: bool,
+    /// With `delete`: target paths never deleted, nor any folder holding one (the
+    /// repository, its cache, a state directory inside the restored tree).
+    pub keep: Vec<PathBuf>,
 }
 
 /// A problem with one path.
@@ -326,7 +329,11 @@ impl Restorer<'_> {
     /// another filesystem with `one_file_system`.
     fn delete_extra(&self, tree: &crate::tree::Tree, spath: &Path, tpath: &Path) {
         let dev = |p: &Path| fs::symlink_metadata(p).map(|m| m.dev()).ok();
+        // A snapshot path that is itself a mount point was stored whole: only what lies
+        // below it on other filesystems is out of the snapshot's reach.
+        let named = self.opts.include.iter().any(|i| Path::new(i) == spath);
         if self.opts.one_file_system
+            && !named
             && let Some(parent) = tpath.parent()
             && dev(tpath) != dev(parent)
         {
@@ -347,7 +354,8 @@ impl Restorer<'_> {
                 continue;
             }
             let (s, tp) = (spath.join(&name), tpath.join(&name));
-            if self.exclude.matches(&s, &name) {
+            if self.exclude.matches(&s, &name) || self.opts.keep.iter().any(|k| k.starts_with(&tp))
+            {
                 continue;
             }
             let Ok(m) = fs::symlink_metadata(&tp) else {

@@ -274,6 +274,9 @@ pub enum Action {
     Prune,
     /// `cairn drill`.
     Drill,
+    /// `cairn status --notify`: the limits judged and alerts sent (stale components, overdue
+    /// drills) where no daemon runs.
+    Status,
 }
 
 impl Action {
@@ -284,6 +287,7 @@ impl Action {
             Action::Check => "check",
             Action::Prune => "prune",
             Action::Drill => "drill",
+            Action::Status => "status",
         }
     }
 }
