@@ -20,7 +20,7 @@ fn the_template_is_a_valid_config() {
     let c = parse(TEMPLATE, Path::new("/etc/cairn")).unwrap();
     assert_eq!(c.components.len(), 4);
     assert_eq!(c.recovery_order, ["db", "cache", "n8n", "app-config"]);
-    assert_eq!(c.schedules.len(), 5);
+    assert_eq!(c.schedules.len(), 6);
     assert!(c.profiles.iter().any(|(p, _)| p == "config-only"));
     assert_eq!(c.alerts.webhooks.len(), 1);
 }
