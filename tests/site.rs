@@ -1001,3 +1001,60 @@ fn a_rollback_never_deletes_the_repository_state_or_cache_inside_its_paths() {
         "run, rollback, check: {log}"
     );
 }
+
+#[test]
+fn the_config_is_found_by_variable_and_default_place_and_limits_cover_disk_and_drills() {
+    let hook = Receiver::start(200);
+    let s = Site::new(&format!(
+        "[components.data]\npaths = [\"data\"]\n[alerts]\nwebhooks = [\"{}\"]\ndisk_used = 0.01\n",
+        hook.url("/h")
+    ));
+    write(&s.p("data"), "f", b"x");
+    // CAIRN_CONFIG, then $XDG_CONFIG_HOME/cairn/cairn.toml.
+    let by_env = s
+        .env
+        .cmd(&["--json", "run", "--time", "2026-01-01T00:00:00Z"])
+        .env("CAIRN_CONFIG", s.cfg())
+        .current_dir(s.env.dir.path())
+        .output()
+        .unwrap();
+    assert!(by_env.status.success(), "{}", stderr(&by_env));
+    let xdg = s.p("xdg");
+    std::fs::create_dir_all(xdg.join("cairn")).unwrap();
+    std::fs::copy(s.cfg(), xdg.join("cairn/cairn.toml")).unwrap();
+    // Its relative paths are taken from its own folder: point them back here.
+    for name in ["repo", "pw", "cache", "state", "data", "drills"] {
+        std::os::unix::fs::symlink(s.p(name), xdg.join("cairn").join(name)).unwrap();
+    }
+    let mut c = s.env.cmd(&["--json", "versions", "data"]);
+    c.env("XDG_CONFIG_HOME", &xdg).env_remove("CAIRN_CONFIG");
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The disk limit (any use is over 0.01 %) fired once, from the run.
+    let disk: Vec<Value> = hook
+        .events("/h")
+        .into_iter()
+        .filter(|e| e["event"] == "disk_full")
+        .collect();
+    assert_eq!(disk.len(), 1, "{:?}", hook.events("/h"));
+    assert!(
+        disk[0]["component"].is_null()
+            && disk[0]["detail"]["disk_used_pct"].as_f64().unwrap() > 0.01
+    );
+    // Never drilled and backed up 100 days ago: the drill is overdue.
+    let st = s.json(&["status", "--time", "2026-04-11T00:00:00Z"], 4);
+    let limits: Vec<&str> = st["components"][0]["breaches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["limit"].as_str().unwrap())
+        .collect();
+    assert!(
+        limits.contains(&"drill_overdue") && limits.contains(&"stale"),
+        "{st}"
+    );
+    assert!(
+        st["repository"]["breaches"][0]["limit"] == "disk_full",
+        "{st}"
+    );
+}
