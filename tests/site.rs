@@ -620,6 +620,19 @@ probe = "echo 'rows: 0' >&2; exit 1"
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+    let log = s.json(&["log", "--component", "broken"], 0);
+    let ops: Vec<(&str, &str)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["operation"].as_str().unwrap(),
+                e["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ops, [("run", "ok"), ("drill", "failed")]);
 }
 
 #[test]
@@ -837,6 +850,7 @@ fn an_sqlite_snapshot_taken_under_a_writer_is_a_consistent_prefix() {
     let _ = w.0.kill();
     let _ = w.0.wait();
     let mut last = 0;
+    let mut first_count = 0;
     for id in &ids {
         let out = s.p(&format!("restored-{id}.db"));
         let o = s.env.cmd(&["dump", id, "/app.db"]).output().unwrap();
@@ -859,6 +873,9 @@ fn an_sqlite_snapshot_taken_under_a_writer_is_a_consistent_prefix() {
         };
         assert_eq!(n, max, "a gap in the writer's commits");
         assert!(n >= last && n > 1, "{n} after {last}");
+        if last == 0 {
+            first_count = n;
+        }
         last = n;
     }
     // Rollback replaces the live database in one transaction.
@@ -869,6 +886,16 @@ fn an_sqlite_snapshot_taken_under_a_writer_is_a_consistent_prefix() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok");
+    let o = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("select count(*) from t")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        first_count.to_string(),
+        "the first image's rows are back"
+    );
 }
 
 #[test]
