@@ -1085,3 +1085,37 @@ fn the_config_is_found_by_variable_and_default_place_and_limits_cover_disk_and_d
         "{st}"
     );
 }
+
+#[test]
+fn a_failed_rollback_says_how_to_return_to_the_state_before() {
+    let s = Site::new(
+        "[components.app]\npaths = [\"app\"]\nafter = \"echo 'service did not start' >&2; exit 1\"\non_failure = \"touch on_failure_ran\"\n",
+    );
+    write(&s.p("app"), "f", b"v1");
+    // `after` fails on the run too: the snapshot is stored, the run reports the failure.
+    let r = s.json(&["run"], 1);
+    let snap = r["components"][0]["snapshot"].as_str().unwrap().to_string();
+    write(&s.p("app"), "f", b"v2");
+    let o = s.run(&["rollback", "app", &snap[..8]]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    let pre = s
+        .versions("app")
+        .iter()
+        .find(|v| v["kind"] == "pre-rollback")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("service did not start"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "return to it with `cairn rollback app {}`",
+            &pre[..8]
+        )),
+        "{e}"
+    );
+    assert!(s.p("on_failure_ran").exists());
+    let log = s.json(&["log"], 0);
+    assert_eq!(log.as_array().unwrap().last().unwrap()["result"], "failed");
+}
