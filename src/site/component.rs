@@ -18,7 +18,7 @@ use crate::ops::restore::{Overwrite, RestoreOptions, RestoreReport, restore};
 use crate::ops::snapshot::{Input, SnapshotOptions, SnapshotReport, snapshot, snapshot_command};
 use crate::repo::Repository;
 use crate::repo::snapshot::Snapshot;
-use crate::source::command::{TAIL_BYTES, failure, join_briefly, tail_reader};
+use crate::source::command::{TAIL_BYTES, failure, join_briefly, run_to_end, tail_reader};
 use crate::source::sqlite;
 
 /// How a component's snapshot is taken.
@@ -293,22 +293,8 @@ fn pipe_file_into(file: &Path, cmd: &str, label: &str, env: &HookEnv) -> Result<
     let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
     let len = f.metadata().map_err(|e| Error::io(file, e))?.len();
     let mut c = shell(cmd, env);
-    c.stdin(Stdio::from(f))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c
-        .spawn()
-        .map_err(|e| Error::Invalid(format!("cannot run {label}: {e}")))?;
-    let out = child.stdout.take().map(|o| tail_reader(o, TAIL_BYTES));
-    let err = child.stderr.take().map(|e| tail_reader(e, TAIL_BYTES));
-    let status = child
-        .wait()
-        .map_err(|e| Error::Invalid(format!("{label}: {e}")))?;
-    drop(out);
-    let err = err.map(join_briefly).unwrap_or_default();
-    if !status.success() {
-        return Err(Error::Invalid(failure(label, &status, &err)));
-    }
+    c.stdin(Stdio::from(f));
+    run_to_end(&mut c, label)?;
     Ok(len)
 }
 

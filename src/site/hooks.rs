@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 use serde::Serialize;
 
 use super::config::{Commands, Config, PasswordSource, Source};
-use crate::error::{Error, Result};
-use crate::source::command::{TAIL_BYTES, failure, join_briefly, tail_reader};
+use crate::error::Result;
+use crate::source::command::run_to_end;
 
 /// The variables a command sees.
 #[derive(Clone, Debug, Default)]
@@ -53,24 +53,9 @@ pub fn shell(cmd: &str, env: &HookEnv) -> Command {
 /// output, or an error naming `label`, the exit status and the end of its standard error.
 pub fn run_command(cmd: &str, label: &str, env: &HookEnv) -> Result<String> {
     let mut c = shell(cmd, env);
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c
-        .spawn()
-        .map_err(|e| Error::Invalid(format!("cannot run {label}: {e}")))?;
-    let out = child.stdout.take().map(|o| tail_reader(o, TAIL_BYTES));
-    let err = child.stderr.take().map(|e| tail_reader(e, TAIL_BYTES));
-    let status = child
-        .wait()
-        .map_err(|e| Error::Invalid(format!("{label}: {e}")))?;
-    let out = out.map(join_briefly).unwrap_or_default();
-    let err = err.map(join_briefly).unwrap_or_default();
-    if status.success() {
-        Ok(String::from_utf8_lossy(&out).trim().to_string())
-    } else {
-        Err(Error::Invalid(failure(label, &status, &err)))
-    }
+    c.stdin(Stdio::null());
+    let out = run_to_end(&mut c, label)?;
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
 }
 
 /// Runs the `stage` hooks (`before`, `after`, `on_failure`) in order; the first failure

@@ -263,6 +263,28 @@ fn write_file(p: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, p).map_err(|e| Error::io(p, e))
 }
 
+/// Removes a unit file an install wrote, disabling its timer first where systemd runs.
+fn remove_unit(old: &Path, o: &ScheduleOptions, user: bool, r: &mut ScheduleReport) -> Result<()> {
+    if !o.dry_run {
+        if old.extension().is_some_and(|e| e == "timer")
+            && systemd_running()
+            && o.unit_dir.is_none()
+        {
+            let name = old
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Err(e) = systemctl(user, &["disable", "--now", &name]) {
+                r.notes
+                    .push(format!("systemctl disable --now {name} failed: {e}"));
+            }
+        }
+        std::fs::remove_file(old).map_err(|e| Error::io(old, e))?;
+    }
+    r.removed.push(old.to_path_buf());
+    Ok(())
+}
+
 /// Writes the units (or the cron file) of the config's schedules, replacing what an earlier
 /// install of it wrote, and enables the timers where systemd runs.
 pub fn install(c: &Config, exe: &Path, o: &ScheduleOptions) -> Result<ScheduleReport> {
@@ -294,20 +316,7 @@ pub fn install(c: &Config, exe: &Path, o: &ScheduleOptions) -> Result<ScheduleRe
     let keep: Vec<PathBuf> = units.iter().map(|(n, _)| dir.join(n)).collect();
     let user = user_units(o);
     for old in ours(&dir, &cfg).into_iter().filter(|p| !keep.contains(p)) {
-        if !o.dry_run {
-            if old.extension().is_some_and(|e| e == "timer")
-                && systemd_running()
-                && o.unit_dir.is_none()
-            {
-                let name = old
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let _ = systemctl(user, &["disable", "--now", &name]);
-            }
-            std::fs::remove_file(&old).map_err(|e| Error::io(&old, e))?;
-        }
-        r.removed.push(old);
+        remove_unit(&old, o, user, &mut r)?;
     }
     for (name, text) in units {
         let p = dir.join(&name);
@@ -365,23 +374,7 @@ pub fn uninstall(c: &Config, o: &ScheduleOptions) -> Result<ScheduleReport> {
     let dir = unit_dir(o);
     let user = user_units(o);
     for old in ours(&dir, &cfg) {
-        if !o.dry_run {
-            if old.extension().is_some_and(|e| e == "timer")
-                && systemd_running()
-                && o.unit_dir.is_none()
-            {
-                let name = old
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                if let Err(e) = systemctl(user, &["disable", "--now", &name]) {
-                    r.notes
-                        .push(format!("systemctl disable --now {name} failed: {e}"));
-                }
-            }
-            std::fs::remove_file(&old).map_err(|e| Error::io(&old, e))?;
-        }
-        r.removed.push(old);
+        remove_unit(&old, o, user, &mut r)?;
     }
     if !o.dry_run && systemd_running() && o.unit_dir.is_none() && !r.removed.is_empty() {
         let _ = systemctl(user, &["daemon-reload"]);

@@ -125,6 +125,28 @@ impl Producer {
     }
 }
 
+/// Runs `cmd` to its end, its standard input as the caller set it; returns the end of its
+/// standard output, or an error naming `label`, the exit status and the end of its standard
+/// error.
+pub fn run_to_end(cmd: &mut Command, label: &str) -> Result<Vec<u8>> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Invalid(format!("cannot run {label}: {e}")))?;
+    let out = child.stdout.take().map(|o| tail_reader(o, TAIL_BYTES));
+    let err = child.stderr.take().map(|e| tail_reader(e, TAIL_BYTES));
+    let status = child
+        .wait()
+        .map_err(|e| Error::Invalid(format!("{label}: {e}")))?;
+    let out = out.map(join_briefly).unwrap_or_default();
+    let err = err.map(join_briefly).unwrap_or_default();
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(Error::Invalid(failure(label, &status, &err)))
+    }
+}
+
 /// "`LABEL` failed (exit status 1): last lines of stderr".
 pub fn failure(label: &str, status: &std::process::ExitStatus, stderr: &[u8]) -> String {
     let text = tail_text(stderr);
