@@ -4,50 +4,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::servers::{Postgres, Redis};
+use common::site::Site;
 use common::webhook::Receiver;
-use common::{Env, write};
-use serde_json::Value;
-
-struct Site {
-    env: Env,
-}
-
-impl Site {
-    fn new(body: &str) -> Site {
-        let env = Env::new();
-        std::fs::write(env.path("pw"), format!("{}\n", env.password)).unwrap();
-        let text = format!(
-            "state_dir = \"state\"\ndrill_dir = \"drills\"\n[repository]\npath = \"repo\"\npassword_file = \"pw\"\ncache_dir = \"cache\"\n{body}"
-        );
-        std::fs::write(env.path("cairn.toml"), text).unwrap();
-        Site { env }
-    }
-
-    fn p(&self, rel: &str) -> PathBuf {
-        self.env.path(rel)
-    }
-
-    fn json(&self, args: &[&str], code: i32) -> Value {
-        let cfg = self.p("cairn.toml");
-        let mut c = self.env.cmd(&["--config", cfg.to_str().unwrap(), "--json"]);
-        let o = c
-            .args(args)
-            .current_dir(self.env.dir.path())
-            .output()
-            .unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(code),
-            "cairn {args:?}: {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).unwrap()
-    }
-}
+use common::write;
 
 /// Row count and a checksum of the table's content.
 fn fingerprint(pg: &Postgres, db: &str) -> String {

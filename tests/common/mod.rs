@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod servers;
+pub mod site;
 pub mod webhook;
 
 use std::collections::BTreeMap;
