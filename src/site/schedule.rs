@@ -83,6 +83,12 @@ fn unit_dir(o: &ScheduleOptions) -> PathBuf {
     home.join(".config/systemd/user")
 }
 
+fn cron_path(o: &ScheduleOptions) -> PathBuf {
+    o.cron_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/cron.d/cairn"))
+}
+
 fn user_units(o: &ScheduleOptions) -> bool {
     o.unit_dir.is_none() && !nix::unistd::geteuid().is_root()
 }
@@ -291,10 +297,7 @@ pub fn install(c: &Config, exe: &Path, o: &ScheduleOptions) -> Result<ScheduleRe
     let cfg = config_file(c)?.to_path_buf();
     let mut r = ScheduleReport::default();
     if o.cron {
-        let path = o
-            .cron_file
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/etc/cron.d/cairn"));
+        let path = cron_path(o);
         let text = cron_file(c, exe)?;
         let foreign = std::fs::read_to_string(&path)
             .is_ok_and(|t| !t.is_empty() && !t.starts_with(&format!("{MARKER}{}", cfg.display())));
@@ -358,10 +361,7 @@ pub fn uninstall(c: &Config, o: &ScheduleOptions) -> Result<ScheduleReport> {
     let cfg = config_file(c)?.to_path_buf();
     let mut r = ScheduleReport::default();
     if o.cron {
-        let path = o
-            .cron_file
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/etc/cron.d/cairn"));
+        let path = cron_path(o);
         let dir = path.parent().unwrap_or(Path::new("/"));
         if ours(dir, &cfg).contains(&path) {
             if !o.dry_run {
