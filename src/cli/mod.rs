@@ -6,6 +6,7 @@ mod copy;
 mod forget;
 mod inspect;
 mod key;
+mod mount;
 mod progress;
 mod prune;
 mod repair;
@@ -77,8 +78,10 @@ enum Command {
     Ls(inspect::LsArgs),
     /// Restore a snapshot into a directory.
     Restore(restore::RestoreArgs),
-    /// Write one file of a snapshot to stdout.
+    /// Write one file of a snapshot to stdout, or a folder as a tar or zip archive.
     Dump(restore::DumpArgs),
+    /// Browse the snapshots as a read-only filesystem (FUSE) until unmounted.
+    Mount(mount::MountArgs),
     /// Verify the repository's integrity.
     Check(check::CheckArgs),
     /// Show what changed between two snapshots.
@@ -365,6 +368,7 @@ pub fn run() -> Result<i32> {
         Command::Ls(a) => inspect::ls(&g, a),
         Command::Restore(a) => restore::run(&g, a),
         Command::Dump(a) => restore::dump(&g, a),
+        Command::Mount(a) => mount::run(&g, a),
         Command::Check(a) => check::run(&g, a),
         Command::Diff(a) => inspect::diff(&g, a),
         Command::Stats(a) => inspect::stats(&g, a),

@@ -14,6 +14,7 @@ pub mod restore;
 pub mod snapshot;
 pub mod stats;
 pub mod tag;
+pub mod vfs;
 pub mod walk;
 
 /// Reads a size like `512K`, `1M`, `1MiB`, `2G` or `4096`.

@@ -529,6 +529,11 @@ impl Repository {
         let loc = self
             .locate(id)?
             .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+        Ok((loc.blob_type, self.load_blob_at(id, &loc)?))
+    }
+
+    /// Loads, authenticates and verifies one blob whose location the caller already has.
+    pub fn load_blob_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Vec<u8>> {
         let sealed = self.backend.get_range(
             FileKind::Pack,
             &loc.pack.to_hex(),
@@ -537,7 +542,7 @@ impl Repository {
         )?;
         let data = blob::open_blob(&self.key, loc.blob_type, id, &sealed, loc.raw_len as usize)
             .map_err(|e| Error::corrupt(format!("blob {id} in pack {}", loc.pack), e))?;
-        Ok((loc.blob_type, data))
+        Ok(data)
     }
 
     /// Loads and decodes a tree blob.

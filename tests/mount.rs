@@ -1,0 +1,238 @@
+//! `cairn mount` through the real kernel FUSE: layout, metadata against a restore, reads,
+//! damaged data, and the refusals. Skipped (with the reason) where /dev/fuse is missing.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Env;
+
+fn fuse_missing() -> bool {
+    if !Path::new("/dev/fuse").exists() || !common::is_root() {
+        eprintln!("skipped: /dev/fuse is absent or this is not root, so nothing can be mounted");
+        return true;
+    }
+    false
+}
+
+struct Mount {
+    child: Child,
+    at: std::path::PathBuf,
+}
+
+impl Mount {
+    fn start(e: &Env, at: &Path, extra: &[&str]) -> Mount {
+        fs::create_dir_all(at).unwrap();
+        let mut args = vec!["mount", at.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let child = e
+            .cmd(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while !at.join("snapshots").exists() && !at.join("tmp").exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "mount did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Mount {
+            child,
+            at: at.to_path_buf(),
+        }
+    }
+
+    /// Stops it with SIGTERM; returns its stderr and asserts a clean exit and unmount.
+    fn stop(mut self) -> String {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert!(!self.at.join("snapshots").exists(), "unmounted");
+        err
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.at)
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listing(root: &Path) -> String {
+    let o = Command::new("find")
+        .arg(".")
+        .args(["-printf", "%p %y %m %U %G %s %T@ %n %l\n"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    // A directory's size is the filesystem's own business (4096 on ext4, 0 in the mount).
+    let mut lines: Vec<String> = std::str::from_utf8(&o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split(' ').collect();
+            if f.get(1) == Some(&"d") {
+                f[5] = "-";
+            }
+            f.join(" ")
+        })
+        .collect();
+    lines.sort();
+    // The top directory itself is the mount's snapshot folder on one side.
+    lines.retain(|l| !l.starts_with(". "));
+    lines.join("\n")
+}
+
+#[test]
+fn a_mounted_snapshot_matches_its_restore_and_new_snapshots_appear() {
+    if fuse_missing() {
+        return;
+    }
+    let e = Env::new();
+    let src = e.path("src");
+    fs::create_dir_all(src.join("sub/deep")).unwrap();
+    common::write(&src, "big", &common::random_bytes(3, 3 << 20));
+    common::write(&src, "sub/a", b"hello");
+    fs::hard_link(src.join("sub/a"), src.join("sub/deep/b")).unwrap();
+    std::os::unix::fs::symlink("../big", src.join("sub/l")).unwrap();
+    nix::unistd::mkfifo(
+        &src.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    xattr::set(src.join("sub/a"), "user.note", b"kept").unwrap();
+    fs::write(src.join(std::ffi::OsStr::new("caf\u{e9}")), b"x").unwrap();
+    e.snapshot(&[&src]);
+    let restored = e.path("restored");
+    e.restore(&restored, &[]);
+    let mnt = e.path("mnt");
+    let m = Mount::start(&e, &mnt, &[]);
+    let inside = mnt.join("latest").join(src.strip_prefix("/").unwrap());
+    let out = restored.join(src.strip_prefix("/").unwrap());
+    assert_eq!(listing(&inside), listing(&out));
+    assert!(
+        common::files(&inside) == common::files(&out),
+        "same content"
+    );
+    assert_eq!(
+        xattr::get(inside.join("sub/a"), "user.note")
+            .unwrap()
+            .unwrap(),
+        b"kept"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (
+        fs::metadata(inside.join("sub/a")).unwrap(),
+        fs::metadata(inside.join("sub/deep/b")).unwrap(),
+    );
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+    // Snapshots taken while mounted appear.
+    let before = fs::read_dir(mnt.join("snapshots")).unwrap().count();
+    common::write(&src, "later", b"later");
+    e.snapshot(&[&src]);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        fs::read_dir(mnt.join("snapshots")).unwrap().count(),
+        before + 1
+    );
+    assert_eq!(fs::read(inside.join("later")).unwrap(), b"later");
+    m.stop();
+}
+
+#[test]
+fn a_damaged_blob_fails_its_read_with_eio_and_the_mount_stays_up() {
+    if fuse_missing() {
+        return;
+    }
+    let e = Env::new();
+    let src = e.path("src");
+    fs::create_dir_all(&src).unwrap();
+    common::write(&src, "good", b"good data");
+    e.snapshot(&[&src]);
+    let src2 = e.path("src2");
+    fs::create_dir_all(&src2).unwrap();
+    common::write(&src2, "bad", &common::random_bytes(9, 200_000));
+    let before = e.repo_files();
+    e.snapshot(&[&src2]);
+    let after = e.repo_files();
+    // Flip a byte in the middle of the data pack the second snapshot added.
+    let pack = common::added(&before, &after)
+        .into_iter()
+        .filter(|p| p.starts_with("packs/"))
+        .max_by_key(|p| fs::metadata(e.repo().join(p)).unwrap().len())
+        .unwrap();
+    let path = e.repo().join(&pack);
+    let mut b = fs::read(&path).unwrap();
+    b[1000] ^= 0x40;
+    fs::write(&path, b).unwrap();
+    let mnt = e.path("mnt");
+    let m = Mount::start(&e, &mnt, &[]);
+    let snaps: Vec<_> = fs::read_dir(mnt.join("snapshots"))
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .collect();
+    let mut saw_eio = false;
+    for s in &snaps {
+        let bad = s.join(src2.strip_prefix("/").unwrap()).join("bad");
+        if bad.exists() {
+            let err = fs::read(&bad).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+            saw_eio = true;
+        }
+        let good = s.join(src.strip_prefix("/").unwrap()).join("good");
+        if good.exists() {
+            assert_eq!(fs::read(&good).unwrap(), b"good data");
+        }
+    }
+    assert!(saw_eio);
+    let log = m.stop();
+    assert!(log.contains("pack "), "{log}");
+}
+
+#[test]
+fn bad_mount_points_and_passwords_are_refused_clearly() {
+    let e = Env::new();
+    let o = e.run(&["mount", e.path("missing").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+    let full = e.path("full");
+    fs::create_dir_all(&full).unwrap();
+    fs::write(full.join("x"), b"x").unwrap();
+    let o = e.run(&["mount", full.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not empty"));
+    if fuse_missing() {
+        return;
+    }
+    let empty = e.path("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let o = e
+        .cmd(&["mount", empty.to_str().unwrap()])
+        .env("CAIRN_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(12),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
