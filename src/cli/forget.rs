@@ -12,6 +12,7 @@ use cairn::ops::prune::prune;
 use cairn::ops::tag::{TagChange, retag};
 
 use super::Globals;
+use super::mount::FilterArgs;
 use super::prune::{PruneTuning, print_report};
 
 /// A kind (selecting tag, or every snapshot) and its policy.
@@ -66,15 +67,8 @@ pub struct ForgetArgs {
         "keep_within_daily", "keep_within_weekly", "keep_within_monthly", "keep_within_yearly",
         "keep_tags"])]
     policy_file: Option<PathBuf>,
-    /// Only snapshots with all of these tags (a,b); repeat for alternatives.
-    #[arg(long = "tag", value_name = "TAGS")]
-    tags: Vec<String>,
-    /// Only snapshots of this host (repeatable).
-    #[arg(long = "host")]
-    hosts: Vec<String>,
-    /// Only snapshots that include this path (repeatable: all of them).
-    #[arg(long = "path")]
-    paths: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Decide per group of snapshots sharing these: host, paths, tags, or a subset
     /// (`""` for one group) [default: host,paths].
     #[arg(long, value_name = "FIELDS")]
@@ -132,11 +126,7 @@ pub fn forget(g: &Globals, a: ForgetArgs) -> Result<i32> {
     let repo = g.open()?;
     let (remove, plan) = if a.snapshots.is_empty() {
         let (policies, by) = a.policies()?;
-        let filter = Filter {
-            tags: a.tags.iter().map(|t| TagList::parse(t)).collect(),
-            hosts: a.hosts.clone(),
-            paths: a.paths.clone(),
-        };
+        let filter = a.filter.filter();
         let snaps = repo.snapshots()?;
         let p = plan(&snaps, &policies, &filter, by, &chrono::Local)?;
         (p.remove.clone(), Some(p))
@@ -144,7 +134,7 @@ pub fn forget(g: &Globals, a: ForgetArgs) -> Result<i32> {
         if a.policy_file.is_some() || !a.policy()?.is_empty() || a.group_by.is_some() {
             bail!("give snapshot ids or a policy (--keep-*, --policy-file, --group-by), not both");
         }
-        if !(a.tags.is_empty() && a.hosts.is_empty() && a.paths.is_empty()) {
+        if a.filter.filter() != Filter::default() {
             bail!(
                 "--tag, --host and --path select snapshots for a policy; they cannot narrow a list of ids"
             );

@@ -79,6 +79,13 @@ fn fixture() -> Fixture {
     }
 }
 
+impl Fixture {
+    /// The source folder as the view shows it under `latest`.
+    fn in_latest(&self) -> std::path::PathBuf {
+        Path::new("latest").join(self.src.strip_prefix("/").unwrap())
+    }
+}
+
 #[test]
 fn a_read_opens_only_the_chunks_it_overlaps_and_sequential_reads_each_chunk_once() {
     let f = fixture();
@@ -177,8 +184,7 @@ fn layout_links_hardlinks_and_forgetting() {
     let tag = vfs.lookup(TAGS, b"nightly").unwrap();
     let in_tag = vfs.readdir(tag.ino).unwrap();
     assert_eq!(in_tag[2].name, snaps[2].name);
-    let rel = f.src.strip_prefix("/").unwrap();
-    let base = Path::new("latest").join(rel);
+    let base = f.in_latest();
     let a = walk(&vfs, &base.join("sub/small"));
     let b = walk(&vfs, &base.join("sub/deeper/link"));
     assert_eq!((a.ino, a.nlink), (b.ino, 2), "one inode for both links");
