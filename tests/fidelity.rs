@@ -3,105 +3,20 @@
 mod common;
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use common::fidelity::build;
 use common::*;
-
-fn set_mtime(p: &Path, secs: i64, nsec: u32) {
-    let t = filetime::FileTime::from_unix_time(secs, nsec);
-    filetime::set_symlink_file_times(p, t, t).unwrap();
-}
-
-/// Builds the tree with every kind of entry the format supports; returns whether xattrs work.
-fn build(src: &Path) -> bool {
-    fs::create_dir_all(src.join("dir/sub")).unwrap();
-    fs::write(src.join("regular.txt"), b"hello fidelity\n").unwrap();
-    fs::write(src.join("empty"), b"").unwrap();
-    fs::write(src.join("dir/sub/big.bin"), random_bytes(1, 700_000)).unwrap();
-    // Hardlinks.
-    fs::write(src.join("dir/linked-a"), b"same inode").unwrap();
-    fs::hard_link(src.join("dir/linked-a"), src.join("dir/sub/linked-b")).unwrap();
-    // Symlinks, one dangling.
-    std::os::unix::fs::symlink("regular.txt", src.join("link")).unwrap();
-    std::os::unix::fs::symlink("/nonexistent/target", src.join("dangling")).unwrap();
-    // FIFO.
-    nix::unistd::mkfifo(
-        &src.join("fifo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o640),
-    )
-    .unwrap();
-    // Sparse file: data, a 4 MiB hole, data.
-    {
-        let f = fs::File::create(src.join("sparse")).unwrap();
-        use std::os::unix::fs::FileExt;
-        f.write_all_at(b"start", 0).unwrap();
-        f.write_all_at(b"end", 4 << 20).unwrap();
-    }
-    // Names that are not UTF-8 and that contain a newline.
-    fs::write(src.join(OsStr::from_bytes(b"bad-\xff\xfe-name")), b"latin").unwrap();
-    fs::write(src.join("new\nline"), b"nl").unwrap();
-    // A very long path (well over 1000 bytes, components of 200 bytes).
-    let mut long = src.to_path_buf();
-    for i in 0..6 {
-        long.push(format!("{}{}", i, "x".repeat(199)));
-    }
-    fs::create_dir_all(&long).unwrap();
-    fs::write(long.join("y".repeat(250)), b"deep").unwrap();
-    // Mode bits: setuid, setgid, sticky.
-    fs::write(src.join("setuid"), b"#!/bin/sh\n").unwrap();
-    fs::set_permissions(src.join("setuid"), fs::Permissions::from_mode(0o4755)).unwrap();
-    fs::write(src.join("setgid"), b"g").unwrap();
-    fs::set_permissions(src.join("setgid"), fs::Permissions::from_mode(0o2640)).unwrap();
-    fs::create_dir(src.join("sticky")).unwrap();
-    fs::set_permissions(src.join("sticky"), fs::Permissions::from_mode(0o1777)).unwrap();
-    fs::write(src.join("private"), b"p").unwrap();
-    fs::set_permissions(src.join("private"), fs::Permissions::from_mode(0o600)).unwrap();
-    // Ownership (only root can give files away).
-    if is_root() {
-        nix::unistd::chown(
-            &src.join("regular.txt"),
-            Some(1234.into()),
-            Some(5678.into()),
-        )
-        .unwrap();
-        nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            &src.join("link"),
-            Some(4321.into()),
-            Some(8765.into()),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .unwrap();
-        // chown clears setuid: set it again.
-        nix::unistd::chown(&src.join("setuid"), Some(1000.into()), Some(1000.into())).unwrap();
-        fs::set_permissions(src.join("setuid"), fs::Permissions::from_mode(0o4755)).unwrap();
-    }
-    // Extended attributes, where the filesystem has them.
-    let xattrs = xattr::set(src.join("regular.txt"), "user.cairn.test", b"value\x00\x01").is_ok();
-    if xattrs {
-        xattr::set(src.join("dir"), "user.dir.attr", b"d").unwrap();
-        xattr::set(src.join("empty"), "user.empty", b"").unwrap();
-    }
-    // Nanosecond mtimes, set last (children before parents).
-    set_mtime(&src.join("regular.txt"), 1_600_000_000, 123_456_789);
-    set_mtime(&src.join("link"), 1_500_000_000, 987_654_321);
-    set_mtime(&src.join("dangling"), 1_400_000_000, 1);
-    set_mtime(&src.join("dir/sub"), 1_300_000_000, 999_999_999);
-    set_mtime(&src.join("dir"), 1_200_000_000, 5);
-    set_mtime(&src.join("sticky"), 1_100_000_000, 42);
-    xattrs
-}
 
 /// Entries by relative path.
 type Entries = HashMap<Vec<u8>, Entry>;
 /// Paths of hardlinked files by inode.
 type Links = HashMap<u64, Vec<Vec<u8>>>;
 
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Entry {
     kind: String,
     mode: u32,
@@ -271,4 +186,116 @@ fn ls_shows_odd_names_and_dump_returns_bytes() {
     let o = env.run(&["dump", "latest", src.join("nope").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not found in the snapshot"));
+}
+
+#[test]
+fn dump_archive_tar_unpacks_to_the_same_tree() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    let has_xattrs = build(&src);
+    env.snapshot(&[&src]);
+    let o = env.run(&["dump", "latest", src.to_str().unwrap(), "--archive", "tar"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = env.path("untar");
+    fs::create_dir(&out).unwrap();
+    let mut tar = std::process::Command::new("tar")
+        .args([
+            "-x",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "-p",
+            "-f",
+            "-",
+        ])
+        .arg("-C")
+        .arg(&out)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    tar.stdin.take().unwrap().write_all(&o.stdout).unwrap();
+    assert!(tar.wait().unwrap().success());
+    let unpacked = out.join(src.strip_prefix("/").unwrap());
+    let (a, links_a) = describe(&src, is_root());
+    let (b, links_b) = describe(&unpacked, is_root());
+    let mut names: Vec<_> = a.keys().collect();
+    names.sort();
+    for name in names {
+        let shown = String::from_utf8_lossy(name);
+        let mut want = a[name].clone();
+        // tar sets no time on a symlink it creates.
+        if want.kind == "symlink" {
+            want.mtime = b[name].mtime;
+        }
+        assert_eq!(b.get(name), Some(&want), "{shown} differs");
+    }
+    assert_eq!(a.len(), b.len(), "the archive has extra entries");
+    let groups = |l: Links| {
+        let mut g: Vec<_> = l
+            .into_values()
+            .map(|mut v| {
+                v.sort();
+                v
+            })
+            .collect();
+        g.sort();
+        g
+    };
+    assert_eq!(groups(links_a), groups(links_b), "hardlinks stay hardlinks");
+    if has_xattrs {
+        assert_eq!(
+            xattr::get(unpacked.join("regular.txt"), "user.cairn.test")
+                .unwrap()
+                .unwrap(),
+            b"value\x00\x01"
+        );
+    }
+}
+
+#[test]
+fn dump_archive_zip_holds_files_links_and_modes() {
+    use std::io::Read;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    build(&src);
+    env.snapshot(&[&src]);
+    let o = env.run(&["dump", "latest", src.to_str().unwrap(), "--archive", "zip"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("fifo: a fifo has no place"), "{err}");
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(o.stdout)).unwrap();
+    let rel = src.strip_prefix("/").unwrap().to_str().unwrap().to_string();
+    let mut seen = 0;
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).unwrap();
+        let name = f.name().unwrap().to_string();
+        let inside = name.strip_prefix(&rel).unwrap().trim_start_matches('/');
+        if name.contains('\u{fffd}') {
+            continue; // zip names are UTF-8: a name that is not is written lossily
+        }
+        let local = src.join(inside.trim_end_matches('/'));
+        let meta = fs::symlink_metadata(&local).unwrap();
+        // zip keeps the rwx bits only.
+        assert_eq!(
+            f.unix_mode().unwrap() & 0o777,
+            meta.mode() & 0o777,
+            "{name}"
+        );
+        if meta.file_type().is_file() {
+            let mut data = Vec::new();
+            f.read_to_end(&mut data).unwrap();
+            assert_eq!(data, fs::read(&local).unwrap(), "{name}");
+            seen += 1;
+        } else if meta.file_type().is_symlink() {
+            let mut target = String::new();
+            f.read_to_string(&mut target).unwrap();
+            assert_eq!(Path::new(&target), fs::read_link(&local).unwrap());
+        } else {
+            assert!(f.is_dir(), "{name}");
+        }
+    }
+    assert!(seen >= 10, "{seen} files");
 }

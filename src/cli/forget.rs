@@ -11,8 +11,8 @@ use cairn::ops::forget::{Filter, GroupBy, KeepDuration, Plan, Policy, PolicyFile
 use cairn::ops::prune::prune;
 use cairn::ops::tag::{TagChange, retag};
 
+use super::FilterArgs;
 use super::Globals;
-use super::mount::FilterArgs;
 use super::prune::{PruneTuning, print_report};
 
 /// A kind (selecting tag, or every snapshot) and its policy.

@@ -1,17 +1,18 @@
 //! `snapshots`, `ls`, `diff`, `stats`, `cat`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
 use cairn::id::SnapshotId;
+use cairn::ops::find::{FindOptions, find as find_entries};
 use cairn::ops::{browse, diff as diffop, stats as statsop};
 use cairn::repo::snapshot::Snapshot;
 use cairn::tree::{Node, NodeKind};
 
-use super::{Globals, human};
+use super::{FilterArgs, Globals, human};
 
 #[derive(Args)]
 pub struct SnapshotsArgs {
@@ -110,6 +111,30 @@ fn mode_string(n: &Node) -> String {
     s
 }
 
+/// `ls -l`'s line: mode, owner, group, size, mtime, path and a symlink's target.
+fn long_line(p: &Path, n: &Node) -> String {
+    let t = chrono::DateTime::from_timestamp_nanos(n.mtime_ns)
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S");
+    let owner = n.user.clone().unwrap_or_else(|| n.uid.to_string());
+    let group = n.group.clone().unwrap_or_else(|| n.gid.to_string());
+    let link = if n.kind == NodeKind::Symlink {
+        format!(" -> {}", String::from_utf8_lossy(&n.link_target))
+    } else {
+        String::new()
+    };
+    format!(
+        "{} {:<8} {:<8} {:>12} {} {}{}",
+        mode_string(n),
+        owner,
+        group,
+        n.size,
+        t,
+        p.display(),
+        link
+    )
+}
+
 pub fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
     let repo = g.open()?;
     let (_, snap) = repo.resolve_snapshot(&a.snap)?;
@@ -121,24 +146,7 @@ pub fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
             v["path"] = p.display().to_string().into();
             items.push(v);
         } else if a.long {
-            let t = chrono::DateTime::from_timestamp_nanos(n.mtime_ns).format("%Y-%m-%d %H:%M:%S");
-            let owner = n.user.clone().unwrap_or_else(|| n.uid.to_string());
-            let group = n.group.clone().unwrap_or_else(|| n.gid.to_string());
-            let link = if n.kind == NodeKind::Symlink {
-                format!(" -> {}", String::from_utf8_lossy(&n.link_target))
-            } else {
-                String::new()
-            };
-            println!(
-                "{} {:<8} {:<8} {:>12} {} {}{}",
-                mode_string(n),
-                owner,
-                group,
-                n.size,
-                t,
-                p.display(),
-                link
-            );
+            println!("{}", long_line(p, n));
         } else {
             println!("{}", p.display());
         }
@@ -289,5 +297,113 @@ pub fn cat(g: &Globals, a: CatArgs) -> Result<i32> {
         }
     };
     g.print_json(&v)?;
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct FindArgs {
+    /// Globs: `*.conf` matches a name anywhere, `/etc/*.conf` a whole path.
+    #[arg(required = true)]
+    patterns: Vec<String>,
+    /// Search only these snapshots (id prefix or `latest`; repeatable) [default: all].
+    #[arg(long = "snapshot", short = 's', value_name = "SNAP")]
+    snapshots: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Only entries modified at or after this time (2024-01-31, "2024-01-31 12:00", RFC 3339).
+    #[arg(long, short = 'O', value_parser = parse_when)]
+    oldest: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only entries modified at or before this time.
+    #[arg(long, short = 'N', value_parser = parse_when)]
+    newest: Option<chrono::DateTime<chrono::Utc>>,
+    /// Fold case in the patterns.
+    #[arg(long, short = 'i')]
+    ignore_case: bool,
+}
+
+/// A point in time on the command line: a date or date and time in local time, or RFC 3339.
+fn parse_when(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .or_else(|| {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+        .ok_or_else(|| {
+            format!("{s:?} is not a time: use 2024-01-31, \"2024-01-31 12:00\" or RFC 3339")
+        })?;
+    Local
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| format!("{s:?} does not exist in the local time zone"))
+}
+
+pub fn find(g: &Globals, a: FindArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let snaps = if a.snapshots.is_empty() {
+        let filter = a.filter.filter();
+        repo.snapshots()?
+            .into_iter()
+            .filter(|(_, s)| filter.matches(s))
+            .collect()
+    } else {
+        a.snapshots
+            .iter()
+            .map(|s| repo.resolve_snapshot(s))
+            .collect::<cairn::Result<Vec<_>>>()?
+    };
+    let ns = |t: chrono::DateTime<chrono::Utc>| t.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let opts = FindOptions {
+        patterns: a.patterns,
+        ignore_case: a.ignore_case,
+        oldest_ns: a.oldest.map(ns),
+        newest_ns: a.newest.map(ns),
+    };
+    let mut out = Vec::new();
+    let report = find_entries(&repo, &snaps, &opts, &mut |id, snap, found| {
+        if g.json {
+            let matches: Vec<_> = found
+                .iter()
+                .map(|f| {
+                    let mut v = f.node.to_json();
+                    v["path"] = f.path.display().to_string().into();
+                    v
+                })
+                .collect();
+            out.push(json!({
+                "snapshot": id, "short_id": id.short(), "time": snap.time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                "host": snap.hostname, "hits": found.len(), "matches": matches,
+            }));
+        } else {
+            println!(
+                "Found matching entries in snapshot {} from {} ({})",
+                id.short(),
+                snap.time
+                    .with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S"),
+                snap.hostname
+            );
+            for f in found {
+                println!("{}", long_line(&f.path, &f.node));
+            }
+            println!();
+        }
+        Ok(())
+    })?;
+    if g.json {
+        g.print_json(&out)?;
+    } else {
+        g.say(format!(
+            "{} matches in {} of {} snapshots",
+            report.matches, report.snapshots_matching, report.snapshots_searched
+        ));
+    }
     Ok(0)
 }

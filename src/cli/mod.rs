@@ -76,6 +76,8 @@ enum Command {
     Snapshots(inspect::SnapshotsArgs),
     /// List files in a snapshot.
     Ls(inspect::LsArgs),
+    /// Find which snapshots hold entries matching a glob.
+    Find(inspect::FindArgs),
     /// Restore a snapshot into a directory.
     Restore(restore::RestoreArgs),
     /// Write one file of a snapshot to stdout, or a folder as a tar or zip archive.
@@ -122,6 +124,34 @@ enum Command {
     Daemon(schedule::DaemonArgs),
     /// Check the config file, or print a commented one.
     Config(config::ConfigArgs),
+}
+
+/// Which snapshots a command sees (restic's `--tag`, `--host`, `--path`).
+#[derive(clap::Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots with all of these tags (a,b); repeat for alternatives.
+    #[arg(long = "tag", value_name = "TAGS")]
+    tags: Vec<String>,
+    /// Only snapshots of this host (repeatable).
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+    /// Only snapshots that include this path (repeatable: all of them).
+    #[arg(long = "path")]
+    paths: Vec<String>,
+}
+
+impl FilterArgs {
+    pub fn filter(&self) -> cairn::ops::forget::Filter {
+        cairn::ops::forget::Filter {
+            tags: self
+                .tags
+                .iter()
+                .map(|t| cairn::ops::forget::TagList::parse(t))
+                .collect(),
+            hosts: self.hosts.clone(),
+            paths: self.paths.clone(),
+        }
+    }
 }
 
 /// Global settings every command sees.
@@ -366,6 +396,7 @@ pub fn run() -> Result<i32> {
         Command::Snapshot(a) => snapshot::run(&g, a),
         Command::Snapshots(a) => inspect::snapshots(&g, a),
         Command::Ls(a) => inspect::ls(&g, a),
+        Command::Find(a) => inspect::find(&g, a),
         Command::Restore(a) => restore::run(&g, a),
         Command::Dump(a) => restore::dump(&g, a),
         Command::Mount(a) => mount::run(&g, a),

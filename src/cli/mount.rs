@@ -8,35 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use cairn::ops::forget::{Filter, TagList};
 use cairn::ops::vfs::fuse::{MountOptions, mount};
 use cairn::ops::vfs::{Vfs, VfsOptions};
 
-use super::Globals;
-
-/// Which snapshots a command sees (restic's `--tag`, `--host`, `--path`).
-#[derive(Args, Clone, Default)]
-pub struct FilterArgs {
-    /// Only snapshots with all of these tags (a,b); repeat for alternatives.
-    #[arg(long = "tag", value_name = "TAGS")]
-    tags: Vec<String>,
-    /// Only snapshots of this host (repeatable).
-    #[arg(long = "host")]
-    hosts: Vec<String>,
-    /// Only snapshots that include this path (repeatable: all of them).
-    #[arg(long = "path")]
-    paths: Vec<String>,
-}
-
-impl FilterArgs {
-    pub fn filter(&self) -> Filter {
-        Filter {
-            tags: self.tags.iter().map(|t| TagList::parse(t)).collect(),
-            hosts: self.hosts.clone(),
-            paths: self.paths.clone(),
-        }
-    }
-}
+use super::{FilterArgs, Globals};
 
 #[derive(Args)]
 pub struct MountArgs {

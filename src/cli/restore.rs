@@ -1,12 +1,15 @@
 //! `restore` and `dump`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 
+use cairn::ops::archive::{ArchiveFormat, dump_archive};
 use cairn::ops::browse;
 use cairn::ops::restore::{Overwrite, RestoreOptions, restore};
+use cairn::tree::NodeKind;
 
 use super::{Globals, human};
 
@@ -116,14 +119,42 @@ pub fn run(g: &Globals, a: RestoreArgs) -> Result<i32> {
 pub struct DumpArgs {
     /// Snapshot id prefix or `latest`.
     snap: String,
-    /// Path of the file inside the snapshot.
+    /// Path inside the snapshot: a file is written as it is, a directory (`/` for all) as an
+    /// archive.
     path: PathBuf,
+    /// Archive format for a directory [default: tar]; with a file, an archive of that one file.
+    #[arg(long, value_enum)]
+    archive: Option<ArchiveFormat>,
 }
 
 pub fn dump(g: &Globals, a: DumpArgs) -> Result<i32> {
     let repo = g.open()?;
     let (_, snap) = repo.resolve_snapshot(&a.snap)?;
+    let node = cairn::ops::walk::find(&repo, &snap.tree, &a.path)?;
+    let is_file = node.as_ref().is_some_and(|n| n.kind == NodeKind::File);
     let mut out = std::io::stdout().lock();
-    browse::dump(&repo, &snap.tree, &a.path, &mut out)?;
+    let format = match a.archive {
+        None if is_file => {
+            browse::dump(&repo, &snap.tree, &a.path, &mut out)?;
+            return Ok(0);
+        }
+        None => ArchiveFormat::Tar,
+        Some(f) => f,
+    };
+    if out.is_terminal() {
+        bail!(
+            "{} would be written to the terminal as a {} archive: redirect stdout to a file or a pipe",
+            a.path.display(),
+            if format == ArchiveFormat::Tar {
+                "tar"
+            } else {
+                "zip"
+            }
+        );
+    }
+    let r = dump_archive(&repo, &snap.tree, &a.path, format, &mut out)?;
+    for s in &r.skipped {
+        eprintln!("cairn: warning: {s}; left out");
+    }
     Ok(0)
 }

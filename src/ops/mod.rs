@@ -1,10 +1,12 @@
 //! The commands, over an open repository. Nothing here prints: each returns a report that the
 //! CLI renders as text or JSON.
 
+pub mod archive;
 pub mod browse;
 pub mod check;
 pub mod copy;
 pub mod diff;
+pub mod find;
 pub mod forget;
 pub mod pattern;
 pub mod progress;

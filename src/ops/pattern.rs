@@ -18,6 +18,16 @@ pub struct PathPatterns {
 impl PathPatterns {
     /// Compiles `patterns`; the error names the bad one.
     pub fn new(patterns: &[String]) -> Result<Self> {
+        Self::build(patterns, true, false)
+    }
+
+    /// Compiles `patterns` for searching: a path pattern matches that path only, not what is
+    /// below it, and `ignore_case` folds case.
+    pub fn for_search(patterns: &[String], ignore_case: bool) -> Result<Self> {
+        Self::build(patterns, false, ignore_case)
+    }
+
+    fn build(patterns: &[String], below: bool, ignore_case: bool) -> Result<Self> {
         let mut names = GlobSetBuilder::new();
         let mut paths = GlobSetBuilder::new();
         let bad = |p: &str, e: globset::Error| Error::Invalid(format!("bad pattern {p:?}: {e}"));
@@ -27,12 +37,20 @@ impl PathPatterns {
                 paths.add(
                     GlobBuilder::new(base)
                         .literal_separator(true)
+                        .case_insensitive(ignore_case)
                         .build()
                         .map_err(|e| bad(p, e))?,
                 );
-                paths.add(Glob::new(&format!("{base}/**")).map_err(|e| bad(p, e))?);
+                if below {
+                    paths.add(Glob::new(&format!("{base}/**")).map_err(|e| bad(p, e))?);
+                }
             } else {
-                names.add(Glob::new(p).map_err(|e| bad(p, e))?);
+                names.add(
+                    GlobBuilder::new(p)
+                        .case_insensitive(ignore_case)
+                        .build()
+                        .map_err(|e| bad(p, e))?,
+                );
             }
         }
         let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::Invalid(e.to_string()));
@@ -72,5 +90,15 @@ mod tests {
                 .matches(Path::new("/a"), OsStr::new("a"))
         );
         assert!(PathPatterns::new(&["[".into()]).is_err());
+    }
+
+    #[test]
+    fn search_patterns_match_the_path_itself_and_fold_case() {
+        let s = PathPatterns::for_search(&["/data/cache".into(), "*.LOG".into()], true).unwrap();
+        assert!(s.matches(Path::new("/data/cache"), OsStr::new("cache")));
+        assert!(!s.matches(Path::new("/data/cache/z"), OsStr::new("z")));
+        assert!(s.matches(Path::new("/var/app.log"), OsStr::new("app.log")));
+        let exact = PathPatterns::for_search(&["*.LOG".into()], false).unwrap();
+        assert!(!exact.matches(Path::new("/var/app.log"), OsStr::new("app.log")));
     }
 }
