@@ -2,6 +2,7 @@
 # corpora.sh — builds the real-world benchmark corpora that cairn is compared on (by compare.sh).
 #
 #   corpora.sh build DATA      create DATA/usr and DATA/pgdump/{dump1,dump2}.sql (idempotent)
+#   corpora.sh build-usr DATA  create DATA/usr only
 #   corpora.sh modify DATA     append one line to every 100th regular file of DATA/usr (1 %),
 #                              keeping originals so that `restore-mod` undoes it exactly
 #   corpora.sh restore-mod DATA
@@ -21,7 +22,7 @@ PG_SECONDS="${PG_SECONDS:-30}"
 MOD_EVERY="${MOD_EVERY:-100}"
 log() { echo "[corpora $(date +%H:%M:%S)] $*" >&2; }
 
-build() {
+build_usr() {
   local d="$1"; mkdir -p "$d"
   if [ ! -d "$d/usr" ]; then
     log "copying /usr subdirectories into $d/usr"
@@ -30,6 +31,11 @@ build() {
     mv "$d/usr.tmp" "$d/usr"
   fi
   (cd "$d/usr" && find . -type f -printf '%P\n' | LC_ALL=C sort | awk -v n="$MOD_EVERY" 'NR%n==0') > "$d/usr.modlist"
+}
+
+build() {
+  local d="$1"
+  build_usr "$d"
   if [ ! -f "$d/pgdump/dump2.sql" ]; then
     command -v pg_dump >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
     local B; B="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
@@ -73,8 +79,9 @@ describe() {
 
 case "${1:-}" in
   build) build "${2:?DATA}";;
+  build-usr) build_usr "${2:?DATA}";;
   modify) modify "${2:?DATA}";;
   restore-mod) restore_mod "${2:?DATA}";;
   describe) describe "${2:?DATA}";;
-  *) sed -n '2,17p' "$0"; exit 1;;
+  *) sed -n '2,18p' "$0"; exit 1;;
 esac

@@ -331,7 +331,16 @@ fn shared_and_repeated_blobs_restore_exactly_over_new_and_existing_files() {
             env.restore(&target, &[])
         } else {
             let t = target.to_str().unwrap();
-            let inner = env.cmd(&["--json", "restore", "latest", "--target", t]);
+            // Every file again, through the replace-by-rename path.
+            let inner = env.cmd(&[
+                "--json",
+                "restore",
+                "latest",
+                "--target",
+                t,
+                "--overwrite",
+                "always",
+            ]);
             let mut c = std::process::Command::new("sh");
             c.arg("-c")
                 .arg("ulimit -n 64 && exec \"$0\" \"$@\"")

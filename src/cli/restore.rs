@@ -32,8 +32,9 @@ pub struct RestoreArgs {
     /// Show what would be restored.
     #[arg(long, short = 'n')]
     dry_run: bool,
-    /// What to do with existing files.
-    #[arg(long, value_enum, default_value_t = Overwrite::Always)]
+    /// What to do with existing files: `if-changed` keeps those whose size and mtime match
+    /// (and with --verify their content), so running a killed restore again resumes it.
+    #[arg(long, value_enum, default_value_t = Overwrite::IfChanged)]
     overwrite: Overwrite,
     /// Make the target identical to the snapshot: remove what it lacks (within --include,
     /// never what --exclude matches).

@@ -16,10 +16,13 @@
 //! File content is written at its offsets after `set_len`, skipping aligned all-zero 4 KiB
 //! blocks, so holes stay holes. A file that replaces an existing one goes to a temporary name
 //! and is renamed into place, so the old file survives a failure; a new file is written under
-//! its own name (as restic does): a killed restore leaves it with the wrong time, so
-//! `--overwrite if-changed` rewrites it. Every blob is authenticated and its id re-derived
-//! before a byte of it is written; a file whose data is damaged is reported and the restore
-//! goes on with the others.
+//! its own name (as restic does) and gets its mtime last. So a killed restore is resumed by
+//! running it again: with the default `--overwrite if-changed`, a file whose size and mtime
+//! match the snapshot (and, with `--verify`, its content, read locally) is complete and is
+//! neither read from the repository nor written; a partly written one has the wrong mtime and
+//! is redone; temporary files of the killed process are swept. Every blob is authenticated
+//! and its id re-derived before a byte of it is written; a file whose data is damaged is
+//! reported and the restore goes on with the others.
 
 mod plan;
 
@@ -49,13 +52,25 @@ use plan::{Place, Planner};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Overwrite {
-    /// Replace them.
-    #[default]
+    /// Replace them all.
     Always,
-    /// Replace them unless size and mtime already match.
+    /// Replace them unless size and mtime already match the snapshot (with `verify`, their
+    /// content too): what makes running a killed restore again resume it.
+    #[default]
     IfChanged,
     /// Leave them alone.
     Never,
+}
+
+/// What [`Restorer::clear_target`] found at a target path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Existing {
+    /// Nothing, or something to replace: write the entry.
+    Write,
+    /// The entry as the snapshot has it (a file restored before): left as it is.
+    Complete,
+    /// Something the policy (or an error) keeps: left alone, not the snapshot's entry.
+    Kept,
 }
 
 /// Options of `restore`.
@@ -277,11 +292,19 @@ impl OutFile {
     }
 }
 
+/// How temporary files of a restore begin; the process id follows, so that a later restore
+/// can tell those of a killed one.
+const TEMP_PREFIX: &str = ".cairn-restore-";
+
 /// A fresh temporary name in `tp`'s folder, for a file that replaces `tp` by rename.
 fn temp_beside(tp: &Path) -> PathBuf {
     let mut r = [0u8; 8];
     crate::crypto::random_bytes(&mut r);
-    tp.with_file_name(format!(".cairn-restore-{}", hex::encode(r)))
+    tp.with_file_name(format!(
+        "{TEMP_PREFIX}{}-{}",
+        std::process::id(),
+        hex::encode(r)
+    ))
 }
 
 fn lossy(p: &Path) -> String {
@@ -418,6 +441,8 @@ impl Restorer<'_> {
         };
         if self.opts.delete && inherited && !created {
             self.delete_extra(&t, spath, tpath);
+        } else if !created && !self.opts.dry_run {
+            self.sweep_temps(tpath);
         }
         let mut jobs = Vec::new();
         let mut any = false;
@@ -472,7 +497,7 @@ impl Restorer<'_> {
             match first {
                 Some(_) if self.opts.dry_run => self.report().others += 1,
                 Some(first) => {
-                    if self.clear_target(s, tp, n) {
+                    if self.clear_target(s, tp, n) == Existing::Write {
                         match fs::hard_link(&first, tp) {
                             Ok(()) => self.report().others += 1,
                             Err(e) => self.error(s, e),
@@ -480,7 +505,8 @@ impl Restorer<'_> {
                     }
                 }
                 None => {
-                    // Only a file this restore wrote may become the target of later links.
+                    // Only a file this restore wrote, or found complete, may become the
+                    // target of later links.
                     if self.restore_node(s, tp, n) {
                         self.links
                             .lock()
@@ -509,7 +535,7 @@ impl Restorer<'_> {
         let outs: Vec<Option<OutFile>> = batch
             .par_iter()
             .map(|(s, tp, n)| {
-                if !self.clear_target(s, tp, n) {
+                if self.clear_target(s, tp, n) != Existing::Write {
                     return None;
                 }
                 match OutFile::create(tp, n.size) {
@@ -623,12 +649,14 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Applies the overwrite policy; true when `tp` may be (re)written. Existing files are
-    /// replaced by rename, so they are not touched here; other existing entries that are not
-    /// directories are removed.
-    fn clear_target(&self, s: &Path, tp: &Path, n: &Node) -> bool {
+    /// Applies the overwrite policy to what is at `tp`. Existing files are replaced by
+    /// rename, so they are not touched here; other existing entries that are not
+    /// directories are removed. A file already restored (same size and mtime, and with
+    /// `verify` the same content) is [`Existing::Complete`]: its metadata is applied again
+    /// and its content is neither read from the repository nor written.
+    fn clear_target(&self, s: &Path, tp: &Path, n: &Node) -> Existing {
         let Ok(m) = fs::symlink_metadata(tp) else {
-            return true;
+            return Existing::Write;
         };
         let same = m.is_file()
             && n.kind == NodeKind::File
@@ -637,39 +665,73 @@ impl Restorer<'_> {
         match self.opts.overwrite {
             Overwrite::Never => {
                 self.report().skipped += 1;
-                return false;
+                return Existing::Kept;
             }
             Overwrite::IfChanged if same => {
-                self.report().skipped += 1;
-                return false;
+                let proven = !self.opts.verify || self.verify_file(tp, n).is_ok();
+                if proven {
+                    self.apply_meta(tp, n);
+                    let mut r = self.report();
+                    r.skipped += 1;
+                    if self.opts.verify {
+                        r.verified += 1;
+                    }
+                    drop(r);
+                    self.opts.progress.advance(1, n.size);
+                    return Existing::Complete;
+                }
             }
             _ => {}
         }
         if m.is_dir() {
             if !self.opts.delete {
                 self.error(s, "a directory is in the way; not replaced");
-                return false;
+                return Existing::Kept;
             }
             if let Err(e) = fs::remove_dir_all(tp) {
                 self.error(
                     s,
                     format!("a directory is in the way and cannot be deleted: {e}"),
                 );
-                return false;
+                return Existing::Kept;
             }
-            return true;
+            return Existing::Write;
         }
         if n.kind == NodeKind::File && n.nlink <= 1 {
-            return true;
+            return Existing::Write;
         }
         if let Err(e) = fs::remove_file(tp) {
             self.error(s, e);
-            return false;
+            return Existing::Kept;
         }
-        true
+        Existing::Write
     }
 
-    /// Restores one non-directory entry; true when it was written.
+    /// Removes what an earlier restore that was killed left in `dir`: temporary files of
+    /// processes that no longer run (a running restore's are its own business).
+    fn sweep_temps(&self, dir: &Path) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(rest) = name.as_bytes().strip_prefix(TEMP_PREFIX.as_bytes()) else {
+                continue;
+            };
+            let pid = std::str::from_utf8(rest)
+                .ok()
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<i32>().ok());
+            let gone = pid.is_some_and(|p| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
+                    == Err(nix::errno::Errno::ESRCH)
+            });
+            if gone {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// Restores one non-directory entry; true when the target now holds it (written, or
+    /// found complete).
     fn restore_node(&self, s: &Path, tp: &Path, n: &Node) -> bool {
         if self.opts.dry_run {
             let mut r = self.report();
@@ -682,8 +744,10 @@ impl Restorer<'_> {
             }
             return true;
         }
-        if !self.clear_target(s, tp, n) {
-            return false;
+        match self.clear_target(s, tp, n) {
+            Existing::Write => {}
+            Existing::Complete => return true,
+            Existing::Kept => return false,
         }
         let res = match n.kind {
             NodeKind::File => self.write_file(tp, n),

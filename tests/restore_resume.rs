@@ -1,0 +1,151 @@
+//! A restore that was killed is resumed by running it again: complete files are recognised and
+//! left alone (not read from the repository, not written), partly written ones are redone,
+//! the killed process's temporary files are swept, and the result is bit-exact.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Env;
+
+const FILES: usize = 400;
+const SIZE: usize = 192 << 10;
+
+fn mtime_of(i: usize) -> i64 {
+    1_500_000_000 + i as i64
+}
+
+/// The restored files whose mtime is the snapshot's (complete), by name, with their inode.
+fn complete(dir: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(i) = name.strip_prefix("f").and_then(|n| n.parse::<usize>().ok()) else {
+            continue;
+        };
+        if let Ok(m) = e.metadata()
+            && m.mtime() == mtime_of(i)
+            && m.len() == SIZE as u64
+        {
+            out.insert(name, m.ino());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_killed_restore_run_again_resumes_and_ends_bit_exact() {
+    let e = Env::new();
+    let src = e.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..FILES {
+        let p = src.join(format!("f{i:04}"));
+        fs::write(&p, common::random_bytes(i as u64, SIZE)).unwrap();
+        let t = filetime::FileTime::from_unix_time(mtime_of(i), 0);
+        filetime::set_file_mtime(&p, t).unwrap();
+    }
+    e.snapshot(&[&src]);
+    let target = e.path("target");
+    let out = target.join(src.strip_prefix("/").unwrap());
+
+    // A low open-file limit makes batches of 16 files, each finished before the next starts.
+    let inner = e.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let mut run = Command::new("prlimit");
+    run.arg("--nofile=64:64")
+        .arg(common::bin())
+        .args(inner.get_args())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Env::with_env_of(&mut run, &inner);
+    let mut child = run.spawn().unwrap();
+    let t = Instant::now();
+    loop {
+        let done = complete(&out).len();
+        if done >= 32 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended before it could be killed ({done} files seen complete)"
+        );
+        assert!(t.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = complete(&out);
+    let present = fs::read_dir(&out).unwrap().count();
+    assert!(before.len() < FILES, "killed before the end");
+    eprintln!(
+        "killed with {} of {FILES} files complete, {present} present",
+        before.len()
+    );
+
+    // What a killed replacement leaves: a temporary file of a process that is gone, and one
+    // of a process that still runs (this one), which must stay.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let dead = out.join(format!(".cairn-restore-{dead_pid}-0011223344556677"));
+    let live = out.join(format!(
+        ".cairn-restore-{}-8899aabbccddeeff",
+        std::process::id()
+    ));
+    fs::write(&dead, b"half").unwrap();
+    fs::write(&live, b"busy").unwrap();
+
+    // Run again: the complete files are skipped, everything else is written.
+    let r = e.restore(&target, &[]);
+    let report = &r["report"];
+    let skipped = report["skipped"].as_u64().unwrap() as usize;
+    assert!(skipped >= before.len(), "{report}");
+    assert_eq!(
+        report["files"].as_u64().unwrap() as usize,
+        FILES - skipped,
+        "{report}"
+    );
+    assert_eq!(
+        report["bytes"].as_u64().unwrap() as usize,
+        (FILES - skipped) * SIZE,
+        "only what was not complete is read and written: {report}"
+    );
+    let after = complete(&out);
+    for (name, ino) in &before {
+        assert_eq!(after.get(name), Some(ino), "{name} was rewritten");
+    }
+    assert_eq!(after.len(), FILES);
+    assert!(
+        !dead.exists(),
+        "the killed process's temporary file is swept"
+    );
+    assert!(
+        live.exists(),
+        "a running process's temporary file is left alone"
+    );
+    fs::remove_file(&live).unwrap();
+    assert!(common::files(&src) == common::files(&out), "bit-exact");
+
+    // A file whose size and mtime match but whose content does not: only --verify sees it.
+    let victim: PathBuf = out.join("f0007");
+    let mut bytes = fs::read(&victim).unwrap();
+    bytes[100] ^= 1;
+    fs::write(&victim, &bytes).unwrap();
+    filetime::set_file_mtime(&victim, filetime::FileTime::from_unix_time(mtime_of(7), 0)).unwrap();
+    let r = e.restore(&target, &[]);
+    assert_eq!(r["report"]["files"], 0, "{r}");
+    let r = e.restore(&target, &["--verify"]);
+    assert_eq!(r["report"]["files"], 1, "{r}");
+    assert_eq!(r["report"]["verified"], FILES, "{r}");
+    assert_eq!(fs::read(&victim).unwrap(), common::random_bytes(7, SIZE));
+    // `--overwrite always` rewrites everything.
+    let r = e.restore(&target, &["--overwrite", "always"]);
+    assert_eq!(r["report"]["files"], FILES, "{r}");
+}
