@@ -5,8 +5,13 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use cairn::backend::{Backend, FileKind, NewFile};
+use cairn::ops::prune::{MaxUnused, PruneOptions, prune};
+use cairn::repo::Repository;
 use common::{Env, files, random_bytes, write};
 
 fn snap(e: &Env, dir: &Path) -> String {
@@ -34,6 +39,18 @@ fn restores_exactly(e: &Env, id: &str, src: &Path, into: &str) {
 
 fn small_packs() -> Env {
     Env::with_init_args(&["--pack-size", "256K"])
+}
+
+/// Replaces `to` with a copy of the directory `from`.
+fn cp(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(ok.success());
 }
 
 #[test]
@@ -285,16 +302,6 @@ fn a_prune_killed_at_any_moment_loses_nothing() {
         }
     }
     let template = e.path("template");
-    let cp = |from: &Path, to: &Path| {
-        let _ = std::fs::remove_dir_all(to);
-        let ok = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(from)
-            .arg(to)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    };
     cp(&e.repo(), &template);
     let mut interrupted = 0;
     for (run, delay_us) in [
@@ -330,4 +337,134 @@ fn a_prune_killed_at_any_moment_loses_nothing() {
         }
     }
     assert!(interrupted >= 3, "only {interrupted} runs were cut short");
+}
+
+/// Runs `hook` once, right after the `at`-th listing (of any kind, counted from 0) returns:
+/// another process's run that completes between two steps of the caller.
+struct AfterListing {
+    inner: Arc<dyn Backend>,
+    at: usize,
+    listings: AtomicUsize,
+    hook: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Backend for AfterListing {
+    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> cairn::Result<()> {
+        self.inner.put(kind, name, data)
+    }
+    fn put_once(&self, kind: FileKind, name: &str, data: &[u8]) -> cairn::Result<()> {
+        self.inner.put_once(kind, name, data)
+    }
+    fn put_checked(&self, kind: FileKind, name: &str, data: &[u8]) -> cairn::Result<()> {
+        self.inner.put_checked(kind, name, data)
+    }
+    fn get(&self, kind: FileKind, name: &str) -> cairn::Result<Vec<u8>> {
+        self.inner.get(kind, name)
+    }
+    fn get_range(&self, kind: FileKind, name: &str, off: u64, len: u64) -> cairn::Result<Vec<u8>> {
+        self.inner.get_range(kind, name, off, len)
+    }
+    fn list(&self, kind: FileKind) -> cairn::Result<Vec<(String, u64)>> {
+        let listed = self.inner.list(kind);
+        if self.listings.fetch_add(1, Ordering::SeqCst) == self.at {
+            (self.hook)();
+        }
+        listed
+    }
+    fn delete(&self, kind: FileKind, name: &str) -> cairn::Result<()> {
+        self.inner.delete(kind, name)
+    }
+    fn stat(&self, kind: FileKind, name: &str) -> cairn::Result<Option<u64>> {
+        self.inner.stat(kind, name)
+    }
+    fn remove_stale_temps(&self) -> cairn::Result<usize> {
+        self.inner.remove_stale_temps()
+    }
+    fn create(&self, kind: FileKind) -> cairn::Result<Box<dyn NewFile + '_>> {
+        self.inner.create(kind)
+    }
+    fn streams(&self) -> bool {
+        self.inner.streams()
+    }
+}
+
+#[test]
+fn a_snapshot_that_ends_between_any_two_steps_of_a_prune_keeps_its_data() {
+    // A snapshot on another host stores packs, their index and its snapshot file while a
+    // prune runs; whichever listing of the prune it slips in after, its blobs stay indexed:
+    // the next prune finds them, and it checks and restores.
+    let e = small_packs();
+    let a = e.path("a");
+    write(&a, "f", &random_bytes(20, 600_000));
+    let s1 = snap(&e, &a);
+    let b = e.path("b");
+    write(&b, "g", &random_bytes(21, 600_000));
+    snap(&e, &b);
+    // The prune has packs to mark, so it rewrites the index.
+    drop_snapshot(&e, &s1);
+    let template = e.path("template");
+    cp(&e.repo(), &template);
+    let mut runs = 0;
+    for at in 0.. {
+        cp(&template, &e.repo());
+        let _ = std::fs::remove_dir_all(e.path("cache"));
+        let src = e.path(&format!("late-{at}"));
+        // Part of it is the forgotten snapshot's data, which the prune is marking.
+        write(&src, "shared", &random_bytes(20, 600_000));
+        write(&src, "new", &random_bytes(100 + at as u64, 600_000));
+        let mut late = e.cmd(&[
+            "--json",
+            "snapshot",
+            "--host",
+            "late",
+            src.to_str().unwrap(),
+        ]);
+        late.env("CAIRN_CACHE_DIR", e.path(&format!("cache-late-{at}")));
+        let late = Mutex::new(Some(late));
+        let written = Arc::new(Mutex::new(None));
+        let hook = {
+            let written = written.clone();
+            move || {
+                let mut c: Command = late.lock().unwrap().take().expect("runs once");
+                let o = c.output().unwrap();
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+                *written.lock().unwrap() = Some(v["snapshot_id"].as_str().unwrap().to_string());
+            }
+        };
+        let repo = Repository::open(
+            &e.repo(),
+            || Ok(zeroize::Zeroizing::new(e.password.clone().into_bytes())),
+            &e.path(&format!("cache-prune-{at}")),
+        )
+        .unwrap()
+        .with_backend(|inner| {
+            Arc::new(AfterListing {
+                inner,
+                at,
+                listings: AtomicUsize::new(0),
+                hook: Box::new(hook),
+            })
+        });
+        let opts = PruneOptions {
+            max_unused: MaxUnused::Percent(0.0),
+            ..PruneOptions::default()
+        };
+        let r = prune(&repo, &opts).unwrap();
+        drop(repo);
+        let Some(id) = written.lock().unwrap().take() else {
+            // The prune listed fewer times: every moment was tried.
+            break;
+        };
+        runs += 1;
+        assert!(
+            r.packs_marked > 0,
+            "run {at}: the index was rewritten: {r:?}"
+        );
+        let r = e.json(&["prune", "--max-unused", "0%"], 0);
+        assert_eq!(r["packs_waiting"], 0, "run {at}: {r}");
+        e.ok(&["check", "--read-data"]);
+        restores_exactly(&e, &id, &src, &format!("r{at}"));
+    }
+    assert!(runs >= 6, "the prune listed only {runs} times");
 }

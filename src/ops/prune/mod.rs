@@ -401,12 +401,6 @@ fn load_index(repo: &Repository) -> Result<(Usage, Vec<IndexId>)> {
 
 fn load_index_once(repo: &Repository) -> Result<(Usage, Vec<IndexId>)> {
     let mut usage = Usage::new()?;
-    let stored: HashSet<String> = repo
-        .backend()
-        .list(FileKind::Pack)?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
     let mut ids = Vec::new();
     for (name, _) in repo.backend().list(FileKind::Index)? {
         let Ok(id) = name.parse::<IndexId>() else {
@@ -425,6 +419,18 @@ fn load_index_once(repo: &Repository) -> Result<(Usage, Vec<IndexId>)> {
         usage.batch(|u| u.add_index(&f))?;
         ids.push(id);
     }
+    // Packs are listed only now that the index files are read. Every pack an index file
+    // names was stored before that file was written, so one missing from this later listing
+    // really was deleted. Listed before, a pack that a snapshot stored after that listing,
+    // with its index file written before the files were read, would look deleted: it would
+    // be left out of the new index while the index file naming it is removed with the old
+    // ones, and the snapshot's blobs would be in no index at all.
+    let stored: HashSet<String> = repo
+        .backend()
+        .list(FileKind::Pack)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     usage.batch(|u| {
         for p in u.packs()? {
             if !stored.contains(&p.id.to_hex()) {
