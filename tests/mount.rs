@@ -353,3 +353,48 @@ fn bad_mount_points_and_passwords_are_refused_clearly() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn umount_ends_the_mount_cleanly_and_no_fuse_is_refused_clearly() {
+    if fuse_missing() {
+        return;
+    }
+    let e = Env::new();
+    let src = e.path("src");
+    fs::create_dir_all(&src).unwrap();
+    common::write(&src, "f", b"f");
+    e.snapshot(&[&src]);
+    let mnt = e.path("mnt");
+    let mut m = Mount::start(&e, &mnt, &[]);
+    assert!(
+        Command::new("umount").arg(&mnt).status().unwrap().success(),
+        "umount"
+    );
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = m.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "still running after umount");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit {status}");
+
+    // Without /dev/fuse (hidden by a tmpfs over /dev in a private mount namespace).
+    let inner = e.cmd(&["mount", mnt.to_str().unwrap()]);
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs none /dev && exec \"$0\" \"$@\"")
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    Env::with_env_of(&mut c, &inner);
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    if err.contains("unshare failed") || err.contains("mount: ") {
+        eprintln!("skipped the no-FUSE case: no private mount namespace here ({err})");
+        return;
+    }
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("FUSE is not available"), "{err}");
+    assert!(err.contains("/dev/fuse does not exist"), "{err}");
+}
