@@ -375,7 +375,10 @@ fn umount_ends_the_mount_cleanly_and_no_fuse_is_refused_clearly() {
         if let Some(s) = m.child.try_wait().unwrap() {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "still running after umount");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "still running after umount"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit {status}");

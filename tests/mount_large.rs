@@ -149,7 +149,12 @@ fn a_gibibyte_file_reads_only_the_blobs_it_needs_and_each_once() {
                 *slot.lock().unwrap() = Some(c.clone());
                 c
             });
-        let vfs = Vfs::new(Arc::new(repo), VfsOptions::default(), |_| {}).unwrap();
+        // Room for every blob the random reads fetch, so none is fetched twice.
+        let opts = VfsOptions {
+            blob_cache_bytes: 256 << 20,
+            ..VfsOptions::default()
+        };
+        let vfs = Vfs::new(Arc::new(repo), opts, |_| {}).unwrap();
         let m = mount(
             vfs,
             &mnt,

@@ -27,7 +27,7 @@ pub struct MountArgs {
     #[arg(long)]
     allow_other: bool,
     /// Memory for opened file data, e.g. 512M.
-    #[arg(long, value_parser = super::parse_size, default_value = "256M")]
+    #[arg(long, value_parser = super::parse_size, default_value = "64M")]
     cache_size: u64,
 }
 

@@ -254,8 +254,9 @@ impl OpenFile {
     }
 }
 
-/// The blob cache's size unless set: 256 MiB.
-pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
+/// The blob cache's size unless set: 64 MiB (what restic's mount keeps too). It needs room
+/// for the read-ahead window; the kernel's page cache keeps what was read.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
 /// Reads within this distance of where the last one ended count as sequential: the kernel
 /// sends read-ahead requests from several threads, not always in order.

@@ -5,12 +5,13 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request, SessionACL,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request, SessionACL,
 };
 
 use super::{Attr, Fault, Vfs, VfsResult};
@@ -106,6 +107,12 @@ impl Filesystem for Fuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Larger kernel read-ahead: fewer, bigger reads for sequential readers.
         let _ = config.set_max_readahead(1 << 20);
+        // Listings carry their entries' attributes when the kernel sees them looked up
+        // (`ls -l`, `find -printf`, stat-walking backup tools): one request per directory
+        // instead of one per entry.
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+        );
         Ok(())
     }
 
@@ -174,17 +181,44 @@ impl Filesystem for Fuse {
         reply.ok();
     }
 
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.0.opendir(ino.0) {
+            // A snapshot's directories never change: the kernel may keep their listings.
+            Ok((fh, true)) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
+            Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.0.releasedir(fh.0);
+        reply.ok();
+    }
+
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.0.readdir(ino.0) {
-            Ok(e) => e,
-            Err(e) => return reply.error(errno(e)),
+        let entries = match self.0.listing(fh.0) {
+            Some(e) => e,
+            None => match self.0.readdir(ino.0) {
+                Ok(e) => Arc::new(e),
+                Err(e) => return reply.error(errno(e)),
+            },
         };
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(
@@ -193,6 +227,59 @@ impl Filesystem for Fuse {
                 file_type(e.kind),
                 OsStr::from_bytes(&e.name),
             ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.0.listing(fh.0) {
+            Some(e) => e,
+            None => match self.0.readdir(ino.0) {
+                Ok(e) => Arc::new(e),
+                Err(e) => return reply.error(errno(e)),
+            },
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let next = (i + 1) as u64;
+            let name = OsStr::from_bytes(&e.name);
+            // `.` and `..` take no reference; they carry the directory's own attributes.
+            let full = if i < 2 {
+                match self.0.getattr(ino.0) {
+                    Ok(a) => reply.add(
+                        INodeNo(e.ino),
+                        next,
+                        name,
+                        &ttl(&a),
+                        &file_attr(&a),
+                        Generation(0),
+                    ),
+                    Err(err) => return reply.error(errno(err)),
+                }
+            } else {
+                match self.0.lookup_if(ino.0, &e.name, |a| {
+                    !reply.add(
+                        INodeNo(e.ino),
+                        next,
+                        name,
+                        &ttl(a),
+                        &file_attr(a),
+                        Generation(0),
+                    )
+                }) {
+                    Ok(added) => !added,
+                    Err(err) => return reply.error(errno(err)),
+                }
+            };
+            if full {
                 break;
             }
         }

@@ -187,6 +187,9 @@ pub struct Vfs {
     maps: Mutex<LruCache<u64, Arc<ChunkMap>>>,
     blobs: Arc<BlobCache>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    /// Listings of open directories: built once at `opendir`, so that the kernel's many
+    /// `readdir` calls for a large directory each cost a slice, not a rebuild.
+    dirs: Mutex<HashMap<u64, Arc<Vec<Entry>>>>,
     next_handle: AtomicU64,
     uid: u32,
     gid: u32,
@@ -227,6 +230,7 @@ impl Vfs {
                 std::num::NonZeroUsize::new(1024).expect("invariant: nonzero"),
             )),
             files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
@@ -379,10 +383,23 @@ impl Vfs {
             (self.log)(&format!("cannot read tree {}: {e}", id.short()));
             Fault::from(e)
         })?);
+        // What a decoded node costs: the struct, its heap parts, and the allocator's share.
         let size = t
             .nodes
             .iter()
-            .map(|n| 64 + n.name.len() + 32 * n.content.len())
+            .map(|n| {
+                std::mem::size_of::<Node>()
+                    + 64
+                    + n.name.len()
+                    + n.link_target.len()
+                    + n.user.as_ref().map_or(0, |u| u.len() + 16)
+                    + n.group.as_ref().map_or(0, |g| g.len() + 16)
+                    + 32 * n.content.len()
+                    + n.xattrs
+                        .iter()
+                        .map(|x| x.name.len() + x.value.len() + 64)
+                        .sum::<usize>()
+            })
             .sum::<usize>() as u64;
         let mut g = self.trees.lock().unwrap_or_else(|e| e.into_inner());
         g.0.put(*id, (t.clone(), size));
@@ -666,6 +683,29 @@ impl Vfs {
 
     /// Looks `name` up in directory `parent`; the kernel holds one more reference to it.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VfsResult<Attr> {
+        let (ino, inode, attr) = self.resolve(parent, name)?;
+        self.remember(ino, inode);
+        Ok(attr)
+    }
+
+    /// Like [`lookup`](Self::lookup) for an entry a `readdirplus` reply may carry: the
+    /// reference is taken only when `add` put the entry in the reply (returns true), so an
+    /// entry that did not fit is not held for a kernel that never saw it.
+    pub fn lookup_if(
+        &self,
+        parent: u64,
+        name: &[u8],
+        add: impl FnOnce(&Attr) -> bool,
+    ) -> VfsResult<bool> {
+        let (ino, inode, attr) = self.resolve(parent, name)?;
+        let added = add(&attr);
+        if added {
+            self.remember(ino, inode);
+        }
+        Ok(added)
+    }
+
+    fn resolve(&self, parent: u64, name: &[u8]) -> VfsResult<(u64, Inode, Attr)> {
         let pinode = self.inode(parent)?;
         let (ino, inode) = match &pinode {
             Inode::Snapshots => {
@@ -696,8 +736,7 @@ impl Vfs {
             }
         };
         let attr = self.attr(ino, &inode)?;
-        self.remember(ino, inode);
-        Ok(attr)
+        Ok((ino, inode, attr))
     }
 
     /// The attributes of an inode the kernel holds.
@@ -722,8 +761,48 @@ impl Vfs {
                 name: b"..".to_vec(),
             },
         ];
-        v.extend(self.children(ino, &inode)?.into_iter().map(|(e, _)| e));
+        match self.dir_tree(&inode)? {
+            // Snapshot content: entries straight from the tree, no node copied.
+            Some((snap, tree)) => v.extend(tree.nodes.iter().map(|n| Entry {
+                ino: Self::child_ino(ino, &snap, n),
+                kind: n.kind,
+                name: n.name.clone(),
+            })),
+            None => v.extend(self.children(ino, &inode)?.into_iter().map(|(e, _)| e)),
+        }
         Ok(v)
+    }
+
+    /// Opens a directory: its listing is built now and served by [`listing`](Self::listing)
+    /// until [`releasedir`](Self::releasedir). Returns the handle and whether the listing
+    /// never changes (snapshot content, which the kernel may then cache).
+    pub fn opendir(&self, ino: u64) -> VfsResult<(u64, bool)> {
+        let inode = self.inode(ino)?;
+        let fixed = matches!(inode, Inode::SnapRoot(_) | Inode::Node { .. });
+        let entries = Arc::new(self.readdir(ino)?);
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, entries);
+        Ok((fh, fixed))
+    }
+
+    /// The listing of an open directory (`None` for an unknown handle).
+    pub fn listing(&self, fh: u64) -> Option<Arc<Vec<Entry>>> {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh)
+            .cloned()
+    }
+
+    /// Closes a directory handle.
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh);
     }
 
     /// A symlink's target, as stored.

@@ -233,3 +233,33 @@ fn a_new_snapshot_appears_after_the_refresh_interval() {
     let fh = vfs.open(a.ino).unwrap();
     assert_eq!(vfs.read(fh, 0, 100).unwrap(), b"new file");
 }
+
+#[test]
+fn directory_handles_serve_one_listing_and_plus_entries_are_held_only_when_sent() {
+    let f = fixture();
+    let vfs = Vfs::new(f.repo.clone(), VfsOptions::default(), |_| {}).unwrap();
+    let sub = walk(&vfs, &f.in_latest().join("sub"));
+    let (fh, fixed) = vfs.opendir(sub.ino).unwrap();
+    assert!(fixed, "snapshot content never changes");
+    let names: Vec<Vec<u8>> = vfs
+        .listing(fh)
+        .unwrap()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(names, [&b"."[..], b"..", b"deeper", b"small", b"to-big"]);
+    vfs.releasedir(fh);
+    assert!(vfs.listing(fh).is_none());
+    let (root, fixed) = vfs.opendir(ROOT).unwrap();
+    assert!(
+        !fixed,
+        "the virtual folders change as snapshots come and go"
+    );
+    vfs.releasedir(root);
+
+    let live = vfs.live_inodes();
+    assert!(!vfs.lookup_if(sub.ino, b"small", |a| a.size == 999).unwrap());
+    assert_eq!(vfs.live_inodes(), live, "not sent, not held");
+    assert!(vfs.lookup_if(sub.ino, b"small", |a| a.size == 5).unwrap());
+    assert_eq!(vfs.live_inodes(), live + 1);
+}
