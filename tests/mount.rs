@@ -321,8 +321,24 @@ fn a_damaged_blob_fails_its_read_with_eio_and_the_mount_stays_up() {
         }
     }
     assert!(saw_eio);
+    // After the failure, whatever the order above: the good file reads, the bad one fails
+    // again (a failed blob is not cached), and the mount is still up.
+    let mut good_read = false;
+    for s in &snaps {
+        let good = s.join(src.strip_prefix("/").unwrap()).join("good");
+        if good.exists() {
+            assert_eq!(fs::read(&good).unwrap(), b"good data");
+            good_read = true;
+        }
+        let bad = s.join(src2.strip_prefix("/").unwrap()).join("bad");
+        if bad.exists() {
+            assert_eq!(fs::read(&bad).unwrap_err().raw_os_error(), Some(libc::EIO));
+        }
+    }
+    assert!(good_read);
     let log = m.stop();
     assert!(log.contains("pack "), "{log}");
+    assert!(log.contains("read of bad (snapshot "), "{log}");
 }
 
 #[test]
@@ -335,7 +351,18 @@ fn bad_mount_points_and_passwords_are_refused_clearly() {
     fs::create_dir_all(&full).unwrap();
     fs::write(full.join("x"), b"x").unwrap();
     let o = e.run(&["mount", full.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not empty"));
+    let o = e.run(&[
+        "mount",
+        full.to_str().unwrap(),
+        "--snapshot",
+        "latest",
+        "--tag",
+        "x",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be combined"));
     if fuse_missing() {
         return;
     }
@@ -400,4 +427,29 @@ fn umount_ends_the_mount_cleanly_and_no_fuse_is_refused_clearly() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("FUSE is not available"), "{err}");
     assert!(err.contains("/dev/fuse does not exist"), "{err}");
+}
+
+#[test]
+fn a_busy_mount_still_ends_on_sigterm() {
+    if fuse_missing() {
+        return;
+    }
+    let e = Env::new();
+    let src = e.path("src");
+    fs::create_dir_all(&src).unwrap();
+    common::write(&src, "f", b"f");
+    e.snapshot(&[&src]);
+    let mnt = e.path("mnt");
+    let m = Mount::start(&e, &mnt, &[]);
+    // A process with its working directory inside keeps the mount busy.
+    let mut holder = Command::new("sleep")
+        .arg("60")
+        .current_dir(mnt.join("latest"))
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    m.stop();
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    let _ = holder.kill();
+    let _ = holder.wait();
 }

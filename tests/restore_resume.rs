@@ -41,6 +41,16 @@ fn complete(dir: &Path) -> BTreeMap<String, u64> {
     out
 }
 
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_killed_restore_run_again_resumes_and_ends_bit_exact() {
     let e = Env::new();
@@ -65,7 +75,7 @@ fn a_killed_restore_run_again_resumes_and_ends_bit_exact() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     Env::with_env_of(&mut run, &inner);
-    let mut child = run.spawn().unwrap();
+    let mut child = Killed(run.spawn().unwrap());
     let t = Instant::now();
     loop {
         let done = complete(&out).len();
@@ -73,14 +83,14 @@ fn a_killed_restore_run_again_resumes_and_ends_bit_exact() {
             break;
         }
         assert!(
-            child.try_wait().unwrap().is_none(),
+            child.0.try_wait().unwrap().is_none(),
             "the restore ended before it could be killed ({done} files seen complete)"
         );
         assert!(t.elapsed() < Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(2));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     let before = complete(&out);
     let present = fs::read_dir(&out).unwrap().count();
     assert!(before.len() < FILES, "killed before the end");
@@ -89,18 +99,27 @@ fn a_killed_restore_run_again_resumes_and_ends_bit_exact() {
         before.len()
     );
 
-    // What a killed replacement leaves: a temporary file of a process that is gone, and one
-    // of a process that still runs (this one), which must stay.
-    let mut gone = Command::new("true").spawn().unwrap();
-    let dead_pid = gone.id();
-    gone.wait().unwrap();
-    let dead = out.join(format!(".cairn-restore-{dead_pid}-0011223344556677"));
-    let live = out.join(format!(
-        ".cairn-restore-{}-8899aabbccddeeff",
-        std::process::id()
-    ));
+    // What a killed replacement leaves: a temporary file no process holds (also in the
+    // older name format), and one that a running restore holds locked, which must stay.
+    let dead = out.join(".cairn-restore-0011223344556677");
+    let live = out.join(".cairn-restore-8899aabbccddeeff");
     fs::write(&dead, b"half").unwrap();
     fs::write(&live, b"busy").unwrap();
+    let holder = fs::File::open(&live).unwrap();
+    holder.lock().unwrap();
+    // And a file the kill cut short for certain: its second half zeros, its time now.
+    let cut = out.join(before.keys().next().unwrap());
+    let cut_ino = before[cut.file_name().unwrap().to_str().unwrap()];
+    {
+        let f = fs::OpenOptions::new().write(true).open(&cut).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&vec![0u8; SIZE / 2], (SIZE / 2) as u64)
+            .unwrap();
+    }
+    let before: BTreeMap<_, _> = before
+        .into_iter()
+        .filter(|(_, ino)| *ino != cut_ino)
+        .collect();
 
     // Run again: the complete files are skipped, everything else is written.
     let r = e.restore(&target, &[]);
@@ -148,4 +167,39 @@ fn a_killed_restore_run_again_resumes_and_ends_bit_exact() {
     // `--overwrite always` rewrites everything.
     let r = e.restore(&target, &["--overwrite", "always"]);
     assert_eq!(r["report"]["files"], FILES, "{r}");
+}
+
+#[test]
+fn hardlinks_are_made_again_where_a_resumed_restore_finds_them_missing_or_copied() {
+    let e = Env::new();
+    let src = e.path("src");
+    fs::create_dir_all(&src).unwrap();
+    common::write(&src, "a", b"linked content");
+    fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    fs::hard_link(src.join("a"), src.join("c")).unwrap();
+    e.snapshot(&[&src]);
+    let target = e.path("target");
+    e.restore(&target, &[]);
+    let out = target.join(src.strip_prefix("/").unwrap());
+    let ino = |n: &str| fs::metadata(out.join(n)).unwrap().ino();
+    assert!(ino("a") == ino("b") && ino("b") == ino("c"));
+    // As a killed run may leave them: one link missing, one a separate copy with the same
+    // size and time.
+    fs::remove_file(out.join("b")).unwrap();
+    fs::remove_file(out.join("c")).unwrap();
+    fs::copy(out.join("a"), out.join("c")).unwrap();
+    let m = fs::metadata(out.join("a")).unwrap();
+    filetime::set_file_mtime(
+        out.join("c"),
+        filetime::FileTime::from_last_modification_time(&m),
+    )
+    .unwrap();
+    assert_ne!(ino("a"), ino("c"));
+    e.restore(&target, &[]);
+    assert!(
+        ino("a") == ino("b") && ino("b") == ino("c"),
+        "one inode again"
+    );
+    assert_eq!(fs::metadata(out.join("a")).unwrap().nlink(), 3);
+    assert_eq!(fs::read(out.join("c")).unwrap(), b"linked content");
 }

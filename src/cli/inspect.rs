@@ -346,6 +346,11 @@ fn parse_when(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, Str
 }
 
 pub fn find(g: &Globals, a: FindArgs) -> Result<i32> {
+    if !a.snapshots.is_empty() && !a.filter.is_empty() {
+        bail!(
+            "--snapshot names the snapshots to search: it cannot be combined with --tag, --host or --path"
+        );
+    }
     let repo = g.open()?;
     let snaps = if a.snapshots.is_empty() {
         let filter = a.filter.filter();
@@ -359,7 +364,15 @@ pub fn find(g: &Globals, a: FindArgs) -> Result<i32> {
             .map(|s| repo.resolve_snapshot(s))
             .collect::<cairn::Result<Vec<_>>>()?
     };
-    let ns = |t: chrono::DateTime<chrono::Utc>| t.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    // Times beyond what nanoseconds since 1970 can hold (before 1677, after 2262) are the
+    // ends of the range.
+    let ns = |t: chrono::DateTime<chrono::Utc>| {
+        t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
+            i64::MIN
+        } else {
+            i64::MAX
+        })
+    };
     let opts = FindOptions {
         patterns: a.patterns,
         ignore_case: a.ignore_case,

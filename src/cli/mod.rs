@@ -141,6 +141,11 @@ pub struct FilterArgs {
 }
 
 impl FilterArgs {
+    /// True when no filter was given.
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.hosts.is_empty() && self.paths.is_empty()
+    }
+
     pub fn filter(&self) -> cairn::ops::forget::Filter {
         cairn::ops::forget::Filter {
             tags: self

@@ -33,6 +33,11 @@ pub struct MountArgs {
 
 pub fn run(g: &Globals, a: MountArgs) -> Result<i32> {
     // The cheap refusals come before the password is asked for.
+    if a.snapshot.is_some() && !a.filter.is_empty() {
+        anyhow::bail!(
+            "--snapshot shows one snapshot: it cannot be combined with --tag, --host or --path"
+        );
+    }
     cairn::ops::vfs::fuse::check_mountpoint(&a.mountpoint)?;
     let repo = Arc::new(g.open()?);
     let snapshot = match &a.snapshot {
@@ -49,6 +54,9 @@ pub fn run(g: &Globals, a: MountArgs) -> Result<i32> {
     let vfs = Vfs::new(repo.clone(), opts, |line| eprintln!("cairn mount: {line}"))?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while the first one's unmount is under way ends the process.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
+            .context("cannot handle signals")?;
         signal_hook::flag::register(sig, stop.clone()).context("cannot handle signals")?;
     }
     let mounted = mount(

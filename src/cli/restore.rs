@@ -37,7 +37,8 @@ pub struct RestoreArgs {
     #[arg(long, value_enum, default_value_t = Overwrite::IfChanged)]
     overwrite: Overwrite,
     /// Make the target identical to the snapshot: remove what it lacks (within --include,
-    /// never what --exclude matches).
+    /// never what --exclude matches). Files whose size and mtime match are kept as they are
+    /// unless --verify (or --overwrite always) is given.
     #[arg(long)]
     delete: bool,
     /// Allow --delete with a target of /.

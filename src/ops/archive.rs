@@ -128,7 +128,7 @@ enum Written {
 /// One archive format's writer.
 trait Sink {
     /// A regular file, whose content `data` yields.
-    fn file(&mut self, name: &Path, n: &Node, data: &mut dyn Read) -> io::Result<Written>;
+    fn file(&mut self, name: &Path, n: &Node, data: &mut dyn Read) -> Result<Written>;
     /// Anything but a regular file.
     fn other(&mut self, name: &Path, n: &Node) -> Result<Written>;
     /// Writes the archive's end.
@@ -137,6 +137,19 @@ trait Sink {
 
 fn stdout_error(e: io::Error) -> Error {
     Error::io("<stdout>", e)
+}
+
+/// A tar error about entry `name`: one the header cannot hold (tar's `InvalidInput`) names
+/// the entry; anything else is writing the archive.
+fn tar_error(name: &Path, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::InvalidInput {
+        Error::Invalid(format!(
+            "{} cannot be stored in a tar archive: {e}",
+            name.display()
+        ))
+    } else {
+        stdout_error(e)
+    }
 }
 
 /// A file's content read blob by blob, a few blobs fetched at once. A blob that cannot be
@@ -166,11 +179,11 @@ impl<'a> Content<'a> {
 
     /// The result of writing the file: the blob error if there was one, and an error when the
     /// content does not have the size the tree records (a tar header would then be wrong).
-    fn check(self, r: io::Result<Written>, name: &Path, size: u64) -> Result<Written> {
+    fn check(self, r: Result<Written>, name: &Path, size: u64) -> Result<Written> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let w = r.map_err(stdout_error)?;
+        let w = r?;
         let wanted = match w {
             Written::Entry(_) => size,
             Written::Link | Written::Skipped => 0,
@@ -261,7 +274,13 @@ fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
 }
 
 impl TarSink<'_> {
-    fn header(&mut self, n: &Node, kind: tar::EntryType, size: u64) -> Result<tar::Header> {
+    fn header(
+        &mut self,
+        name: &Path,
+        n: &Node,
+        kind: tar::EntryType,
+        size: u64,
+    ) -> Result<tar::Header> {
         let mut pax = Vec::new();
         if n.mtime_ns < 0 || n.mtime_ns % 1_000_000_000 != 0 {
             pax_record(&mut pax, "mtime", pax_time(n.mtime_ns).as_bytes());
@@ -291,8 +310,8 @@ impl TarSink<'_> {
         }
         if matches!(kind, tar::EntryType::Char | tar::EntryType::Block) {
             let (major, minor) = major_minor(n.rdev);
-            h.set_device_major(major).map_err(stdout_error)?;
-            h.set_device_minor(minor).map_err(stdout_error)?;
+            h.set_device_major(major).map_err(|e| tar_error(name, e))?;
+            h.set_device_minor(minor).map_err(|e| tar_error(name, e))?;
         }
         if !pax.is_empty() {
             let mut x = tar::Header::new_ustar();
@@ -308,25 +327,25 @@ impl TarSink<'_> {
 }
 
 impl Sink for TarSink<'_> {
-    fn file(&mut self, name: &Path, n: &Node, data: &mut dyn Read) -> io::Result<Written> {
+    fn file(&mut self, name: &Path, n: &Node, data: &mut dyn Read) -> Result<Written> {
         if n.nlink > 1 {
             let key = (n.device, n.inode);
             if let Some(first) = self.first_links.get(&key).cloned() {
-                let mut h = self
-                    .header(n, tar::EntryType::Link, 0)
-                    .map_err(io::Error::other)?;
-                self.tar.append_link(&mut h, name, first)?;
+                let mut h = self.header(name, n, tar::EntryType::Link, 0)?;
+                self.tar
+                    .append_link(&mut h, name, first)
+                    .map_err(|e| tar_error(name, e))?;
                 return Ok(Written::Link);
             }
             self.first_links.insert(key, name.to_path_buf());
         }
-        let mut h = self
-            .header(n, tar::EntryType::Regular, n.size)
-            .map_err(io::Error::other)?;
+        let mut h = self.header(name, n, tar::EntryType::Regular, n.size)?;
         // Exactly the header's size goes in, so a content of the wrong length cannot shift
         // the entries after it; `Content::check` reports the mismatch.
         let mut limited = data.take(n.size);
-        self.tar.append_data(&mut h, name, &mut limited)?;
+        self.tar
+            .append_data(&mut h, name, &mut limited)
+            .map_err(|e| tar_error(name, e))?;
         Ok(Written::Entry(n.size))
     }
 
@@ -337,10 +356,10 @@ impl Sink for TarSink<'_> {
             NodeKind::Fifo => tar::EntryType::Fifo,
             NodeKind::CharDevice => tar::EntryType::Char,
             NodeKind::BlockDevice => tar::EntryType::Block,
-            NodeKind::Socket => return Ok(Written::Skipped),
-            NodeKind::File => unreachable!("files go through Sink::file"),
+            // Files come through `Sink::file`, sockets cannot be archived.
+            NodeKind::Socket | NodeKind::File => return Ok(Written::Skipped),
         };
-        let mut h = self.header(n, kind, 0)?;
+        let mut h = self.header(name, n, kind, 0)?;
         let r = if kind == tar::EntryType::Symlink {
             self.tar
                 .append_link(&mut h, name, OsStr::from_bytes(&n.link_target))
@@ -352,7 +371,7 @@ impl Sink for TarSink<'_> {
             self.tar
                 .append_data(&mut h, OsStr::from_bytes(&dir_name), io::empty())
         };
-        r.map_err(stdout_error)?;
+        r.map_err(|e| tar_error(name, e))?;
         Ok(Written::Entry(0))
     }
 
@@ -366,10 +385,15 @@ struct ZipSink<'w> {
     zip: zip::ZipWriter<zip::write::StreamWriter<&'w mut dyn Write>>,
 }
 
-fn zip_error(e: zip::result::ZipError) -> Error {
+/// A zip error about entry `name`: writing the archive, or an entry zip cannot hold (a
+/// name that repeats once made UTF-8, say), which names the entry.
+fn zip_error(name: &Path, e: zip::result::ZipError) -> Error {
     match e {
         zip::result::ZipError::Io(e) => stdout_error(e),
-        e => Error::io("<stdout>", io::Error::other(e)),
+        e => Error::Invalid(format!(
+            "{} cannot be stored in a zip archive: {e}",
+            name.display()
+        )),
     }
 }
 
@@ -401,14 +425,14 @@ fn zip_name(name: &Path) -> String {
 }
 
 impl Sink for ZipSink<'_> {
-    fn file(&mut self, name: &Path, n: &Node, data: &mut dyn Read) -> io::Result<Written> {
+    fn file(&mut self, name: &Path, n: &Node, data: &mut dyn Read) -> Result<Written> {
         let opts = zip_options(n)
             .compression_method(zip::CompressionMethod::Deflated)
             .large_file(n.size >= u32::MAX as u64);
         self.zip
             .start_file(zip_name(name), opts)
-            .map_err(io::Error::other)?;
-        let copied = io::copy(&mut data.take(n.size), &mut self.zip)?;
+            .map_err(|e| zip_error(name, e))?;
+        let copied = io::copy(&mut data.take(n.size), &mut self.zip).map_err(stdout_error)?;
         Ok(Written::Entry(copied))
     }
 
@@ -417,7 +441,7 @@ impl Sink for ZipSink<'_> {
             NodeKind::Dir => self
                 .zip
                 .add_directory(zip_name(name), zip_options(n))
-                .map_err(zip_error)?,
+                .map_err(|e| zip_error(name, e))?,
             NodeKind::Symlink => self
                 .zip
                 .add_symlink(
@@ -425,14 +449,17 @@ impl Sink for ZipSink<'_> {
                     String::from_utf8_lossy(&n.link_target),
                     zip_options(n),
                 )
-                .map_err(zip_error)?,
+                .map_err(|e| zip_error(name, e))?,
             _ => return Ok(Written::Skipped),
         }
         Ok(Written::Entry(0))
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
-        let mut w = self.zip.finish().map_err(zip_error)?;
+        let mut w = self
+            .zip
+            .finish()
+            .map_err(|e| zip_error(Path::new("the archive's directory"), e))?;
         w.flush().map_err(stdout_error)
     }
 }

@@ -53,9 +53,13 @@ pub struct FindReport {
 /// Receives a snapshot's matches.
 pub type OnMatches<'a> = dyn FnMut(&SnapshotId, &Snapshot, &[Found]) -> Result<()> + 'a;
 
-/// Once a search has remembered this many (tree, path) results it starts over, so that
-/// memory stays bounded whatever the repository holds.
+/// Once a search has remembered this many (tree, path) results, or this many matches in
+/// them, it starts over, so that memory stays bounded whatever the repository holds.
 const MEMO_LIMIT: usize = 1 << 18;
+
+/// Results with more matches than this are not remembered: a broad pattern (`*`) would
+/// otherwise keep a copy of every match at every level above it.
+const MEMO_MATCHES: usize = 64;
 
 /// Searches `snapshots` in the order given and calls `f` once per snapshot with a match,
 /// with its matches in walk order (depth-first, names sorted).
@@ -71,6 +75,7 @@ pub fn find(
         patterns: PathPatterns::for_search(&opts.patterns, opts.ignore_case)?,
         opts,
         memo: HashMap::new(),
+        memo_matches: 0,
     };
     let mut report = FindReport::default();
     for (id, snap) in snapshots {
@@ -90,6 +95,8 @@ struct Search<'a> {
     patterns: PathPatterns,
     opts: &'a FindOptions,
     memo: HashMap<(BlobId, PathBuf), Arc<Vec<Found>>>,
+    /// Matches held in `memo`.
+    memo_matches: usize,
 }
 
 impl Search<'_> {
@@ -117,11 +124,15 @@ impl Search<'_> {
                 found.extend(self.tree(sub, &path)?.iter().cloned());
             }
         }
-        if self.memo.len() >= MEMO_LIMIT {
-            self.memo.clear();
-        }
         let found = Arc::new(found);
-        self.memo.insert(key, found.clone());
+        if found.len() <= MEMO_MATCHES {
+            if self.memo.len() >= MEMO_LIMIT || self.memo_matches >= MEMO_LIMIT {
+                self.memo.clear();
+                self.memo_matches = 0;
+            }
+            self.memo_matches += found.len();
+            self.memo.insert(key, found.clone());
+        }
         Ok(found)
     }
 

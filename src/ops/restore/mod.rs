@@ -241,7 +241,7 @@ impl OutFile {
             Ok(f) => (f, None),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let tmp = temp_beside(tp);
-                (open(&tmp)?, Some(tmp))
+                (create_temp(&tmp)?, Some(tmp))
             }
             Err(e) => return Err(e),
         };
@@ -292,19 +292,41 @@ impl OutFile {
     }
 }
 
-/// How temporary files of a restore begin; the process id follows, so that a later restore
-/// can tell those of a killed one.
+/// How temporary files of a restore begin. The restore writing one holds an exclusive
+/// `flock` on it, so a later restore can tell those of a killed one (unlocked) from those
+/// of a restore still running, on any host or in any container sharing the directory.
 const TEMP_PREFIX: &str = ".cairn-restore-";
+
+/// Whether `a` and `b` are one file (the same device and inode).
+fn same_inode(a: &Path, b: &Path) -> bool {
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Creates a temporary file (mode 0600, never through a symlink) and locks it for as long
+/// as it stays open.
+fn create_temp(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.try_lock().map_err(|e| match e {
+        fs::TryLockError::Error(e) => e,
+        fs::TryLockError::WouldBlock => std::io::Error::other("locked by another process"),
+    })?;
+    Ok(f)
+}
 
 /// A fresh temporary name in `tp`'s folder, for a file that replaces `tp` by rename.
 fn temp_beside(tp: &Path) -> PathBuf {
     let mut r = [0u8; 8];
     crate::crypto::random_bytes(&mut r);
-    tp.with_file_name(format!(
-        "{TEMP_PREFIX}{}-{}",
-        std::process::id(),
-        hex::encode(r)
-    ))
+    tp.with_file_name(format!("{TEMP_PREFIX}{}", hex::encode(r)))
 }
 
 fn lossy(p: &Path) -> String {
@@ -497,7 +519,25 @@ impl Restorer<'_> {
             match first {
                 Some(_) if self.opts.dry_run => self.report().others += 1,
                 Some(first) => {
-                    if self.clear_target(s, tp, n) == Existing::Write {
+                    if same_inode(&first, tp) {
+                        // Linked by an earlier run.
+                        self.report().skipped += 1;
+                        continue;
+                    }
+                    let state = match fs::symlink_metadata(tp) {
+                        // Whatever its size and time, a separate file is not this link.
+                        Ok(m) if m.is_file() && self.opts.overwrite != Overwrite::Never => {
+                            match fs::remove_file(tp) {
+                                Ok(()) => Existing::Write,
+                                Err(e) => {
+                                    self.error(s, e);
+                                    Existing::Kept
+                                }
+                            }
+                        }
+                        _ => self.clear_target(s, tp, n),
+                    };
+                    if state == Existing::Write {
                         match fs::hard_link(&first, tp) {
                             Ok(()) => self.report().others += 1,
                             Err(e) => self.error(s, e),
@@ -707,24 +747,20 @@ impl Restorer<'_> {
         Existing::Write
     }
 
-    /// Removes what an earlier restore that was killed left in `dir`: temporary files of
-    /// processes that no longer run (a running restore's are its own business).
+    /// Removes what an earlier restore that was killed left in `dir`: temporary files no
+    /// process holds locked (a running restore's are its own business).
     fn sweep_temps(&self, dir: &Path) {
         let Ok(rd) = fs::read_dir(dir) else { return };
         for e in rd.flatten() {
-            let name = e.file_name();
-            let Some(rest) = name.as_bytes().strip_prefix(TEMP_PREFIX.as_bytes()) else {
+            if !e.file_name().as_bytes().starts_with(TEMP_PREFIX.as_bytes())
+                || !e.file_type().is_ok_and(|t| t.is_file())
+            {
+                continue;
+            }
+            let Ok(f) = fs::File::open(e.path()) else {
                 continue;
             };
-            let pid = std::str::from_utf8(rest)
-                .ok()
-                .and_then(|r| r.split('-').next())
-                .and_then(|p| p.parse::<i32>().ok());
-            let gone = pid.is_some_and(|p| {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
-                    == Err(nix::errno::Errno::ESRCH)
-            });
-            if gone {
+            if f.try_lock().is_ok() {
                 let _ = fs::remove_file(e.path());
             }
         }
@@ -827,13 +863,7 @@ impl Restorer<'_> {
     }
 
     fn write_content(&self, path: &Path, n: &Node) -> Result<(), String> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| e.to_string())?;
+        let f = create_temp(path).map_err(|e| e.to_string())?;
         f.set_len(n.size).map_err(|e| e.to_string())?;
         let mut off = 0u64;
         for id in &n.content {

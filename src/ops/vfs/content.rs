@@ -80,8 +80,12 @@ impl ChunkMap {
 }
 
 /// One cached blob: created empty, filled once.
+/// What was wrong with a blob: the `what` and `why` of a `Corrupt` error.
+type Failure = (String, String);
+
 pub(super) struct Slot {
-    data: OnceLock<std::result::Result<Arc<Vec<u8>>, String>>,
+    /// The blob, or what was wrong with it.
+    data: OnceLock<std::result::Result<Arc<Vec<u8>>, Failure>>,
 }
 
 /// Values by blob id, least recently used first, with the bytes each accounts for and
@@ -150,14 +154,17 @@ impl BlobCache {
             self.loads.fetch_add(1, Ordering::Relaxed);
             repo.load_blob_at(id, loc)
                 .map(Arc::new)
-                .map_err(|e| e.to_string())
+                .map_err(|e| match e {
+                    Error::Corrupt { what, why } => (what, why),
+                    e => (format!("blob {id} in pack {}", loc.pack), e.to_string()),
+                })
         });
         match r {
             Ok(d) => Ok(d.clone()),
-            Err(e) => {
-                let e = e.clone();
+            Err((what, why)) => {
+                let e = Error::corrupt(what.clone(), why.clone());
                 self.forget_failed(id, &slot);
-                Err(Error::corrupt(format!("blob {id} in pack {}", loc.pack), e))
+                Err(e)
             }
         }
     }
@@ -179,19 +186,25 @@ pub struct ReadAhead {
 /// An open file: its chunk map and what its reader did last, to see sequential reading.
 pub struct OpenFile {
     map: Arc<ChunkMap>,
+    /// What the file is, for log lines: its name and snapshot.
+    pub name: String,
     /// The offset just past the last read.
     next: AtomicU64,
     /// Chunks below this index have been handed to the read-ahead.
     ahead: AtomicUsize,
+    /// Bytes read sequentially since the last jump.
+    streak: AtomicU64,
 }
 
 impl OpenFile {
-    /// An open file over `map`.
-    pub fn new(map: Arc<ChunkMap>) -> OpenFile {
+    /// An open file over `map`, called `name` in log lines.
+    pub fn new(map: Arc<ChunkMap>, name: String) -> OpenFile {
         OpenFile {
             map,
+            name,
             next: AtomicU64::new(u64::MAX),
             ahead: AtomicUsize::new(0),
+            streak: AtomicU64::new(0),
         }
     }
 
@@ -211,10 +224,22 @@ impl OpenFile {
             return Ok(Vec::new());
         }
         let sequential = self.next.swap(end, Ordering::Relaxed).abs_diff(off) <= SEQUENTIAL_SLACK;
+        let streak = if sequential {
+            self.streak.fetch_add(end - off, Ordering::Relaxed) + (end - off)
+        } else {
+            // A jump: what was handed to the read-ahead before says nothing about here.
+            self.streak.store(end - off, Ordering::Relaxed);
+            self.ahead.store(0, Ordering::Relaxed);
+            end - off
+        };
         let first = map.chunk_at(off);
         let last = map.chunk_at(end - 1);
-        if sequential {
-            self.read_ahead(repo, cache, ahead, last + 1);
+        // Only a reader that went on past the kernel's own read-ahead window is streaming:
+        // a random read arrives as a few neighbouring requests too. The window then grows
+        // with the streak, up to `ahead.bytes`.
+        if sequential && streak > STREAMING {
+            let bytes = ahead.bytes.min(streak);
+            self.read_ahead(repo, cache, ReadAhead { bytes }, last + 1);
         }
         let mut out = Vec::with_capacity((end - off) as usize);
         for i in first..=last {
@@ -261,3 +286,8 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 /// Reads within this distance of where the last one ended count as sequential: the kernel
 /// sends read-ahead requests from several threads, not always in order.
 const SEQUENTIAL_SLACK: u64 = 256 << 10;
+
+/// Bytes read in a row after which a reader counts as streaming: more than the kernel's
+/// read-ahead window (`max_readahead`, 1 MiB), which turns one random read into several
+/// neighbouring requests.
+const STREAMING: u64 = 2 << 20;

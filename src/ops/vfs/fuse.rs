@@ -5,7 +5,6 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -32,7 +31,12 @@ pub struct MountOptions {
     pub threads: usize,
 }
 
-struct Fuse(Vfs);
+struct Fuse {
+    vfs: Vfs,
+    /// The kernel sends no `opendir`/`releasedir` (FUSE_NO_OPENDIR_SUPPORT, Linux 5.1):
+    /// two requests fewer per directory, and it keeps listings in its page cache.
+    no_opendir: std::sync::atomic::AtomicBool,
+}
 
 fn errno(f: Fault) -> Errno {
     match f {
@@ -113,26 +117,33 @@ impl Filesystem for Fuse {
         let _ = config.add_capabilities(
             fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
         );
+        if config
+            .add_capabilities(fuser::InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+            .is_ok()
+        {
+            self.no_opendir
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.0.lookup(parent.0, name.as_bytes()) {
+        match self.vfs.lookup(parent.0, name.as_bytes()) {
             Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.0.forget(ino.0, nlookup);
+        self.vfs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.reply_attr(self.0.getattr(ino.0), reply);
+        self.reply_attr(self.vfs.getattr(ino.0), reply);
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.0.readlink(ino.0) {
+        match self.vfs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(Fault::NoData) => reply.error(Errno::EINVAL),
             Err(e) => reply.error(errno(e)),
@@ -143,7 +154,7 @@ impl Filesystem for Fuse {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        match self.0.open(ino.0) {
+        match self.vfs.open(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(Fault::NoData) => reply.error(Errno::EACCES),
             Err(e) => reply.error(errno(e)),
@@ -161,7 +172,7 @@ impl Filesystem for Fuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.0.read(fh.0, offset, size as usize) {
+        match self.vfs.read(fh.0, offset, size as usize) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(e)),
         }
@@ -177,12 +188,16 @@ impl Filesystem for Fuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.0.release(fh.0);
+        self.vfs.release(fh.0);
         reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.0.opendir(ino.0) {
+        if self.no_opendir.load(std::sync::atomic::Ordering::Relaxed) {
+            // Tells the kernel to stop sending them; listings then come by inode.
+            return reply.error(Errno::ENOSYS);
+        }
+        match self.vfs.opendir(ino.0) {
             // A snapshot's directories never change: the kernel may keep their listings.
             Ok((fh, true)) => reply.opened(
                 FileHandle(fh),
@@ -201,7 +216,7 @@ impl Filesystem for Fuse {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.0.releasedir(fh.0);
+        self.vfs.releasedir(fh.0);
         reply.ok();
     }
 
@@ -213,10 +228,10 @@ impl Filesystem for Fuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.0.listing(fh.0) {
+        let entries = match self.vfs.listing(fh.0) {
             Some(e) => e,
-            None => match self.0.readdir(ino.0) {
-                Ok(e) => Arc::new(e),
+            None => match self.vfs.listing_of(ino.0) {
+                Ok(e) => e,
                 Err(e) => return reply.error(errno(e)),
             },
         };
@@ -241,10 +256,10 @@ impl Filesystem for Fuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.0.listing(fh.0) {
+        let entries = match self.vfs.listing(fh.0) {
             Some(e) => e,
-            None => match self.0.readdir(ino.0) {
-                Ok(e) => Arc::new(e),
+            None => match self.vfs.listing_of(ino.0) {
+                Ok(e) => e,
                 Err(e) => return reply.error(errno(e)),
             },
         };
@@ -253,7 +268,7 @@ impl Filesystem for Fuse {
             let name = OsStr::from_bytes(&e.name);
             // `.` and `..` take no reference; they carry the directory's own attributes.
             let full = if i < 2 {
-                match self.0.getattr(ino.0) {
+                match self.vfs.getattr(ino.0) {
                     Ok(a) => reply.add(
                         INodeNo(e.ino),
                         next,
@@ -265,7 +280,7 @@ impl Filesystem for Fuse {
                     Err(err) => return reply.error(errno(err)),
                 }
             } else {
-                match self.0.lookup_if(ino.0, &e.name, |a| {
+                match self.vfs.lookup_if(ino.0, &e.name, |a| {
                     !reply.add(
                         INodeNo(e.ino),
                         next,
@@ -287,7 +302,7 @@ impl Filesystem for Fuse {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let xs = match self.0.xattrs(ino.0) {
+        let xs = match self.vfs.xattrs(ino.0) {
             Ok(x) => x,
             Err(e) => return reply.error(errno(e)),
         };
@@ -300,7 +315,7 @@ impl Filesystem for Fuse {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let xs = match self.0.xattrs(ino.0) {
+        let xs = match self.vfs.xattrs(ino.0) {
             Ok(x) => x,
             Err(e) => return reply.error(errno(e)),
         };
@@ -320,7 +335,7 @@ impl Filesystem for Fuse {
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         // Permissions are checked by the kernel (default_permissions); only existence here.
-        match self.0.getattr(ino.0) {
+        match self.vfs.getattr(ino.0) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
@@ -342,26 +357,43 @@ impl Mounted {
     }
 
     /// Unmounts (lazily when the mount is busy, so a shell inside it does not keep it) and
-    /// waits for the request threads.
+    /// waits for the request threads. A lazily detached mount stays connected while anyone
+    /// still uses it, so the connection is then aborted (through fusectl, where mounted):
+    /// those users get ENOTCONN, and this returns instead of waiting for them.
     pub fn unmount(mut self) -> Result<()> {
+        let shown = || self.mountpoint.display().to_string();
         let Some(s) = self.session.take() else {
             return Ok(());
         };
         if s.guard.is_finished() {
-            return s
-                .join()
-                .map_err(|e| Error::io(self.mountpoint.display().to_string(), e));
+            return s.join().map_err(|e| Error::io(shown(), e));
         }
+        let connection = nix::sys::stat::stat(&self.mountpoint)
+            .ok()
+            .map(|st| nix::sys::stat::minor(st.st_dev));
         if let Err(e) = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH)
             && e != nix::errno::Errno::EINVAL
         {
             // Not root: the session's own unmount goes through fusermount.
-            return s
-                .umount_and_join()
-                .map_err(|e| Error::io(self.mountpoint.display().to_string(), e));
+            return s.umount_and_join().map_err(|e| Error::io(shown(), e));
         }
-        s.join()
-            .map_err(|e| Error::io(self.mountpoint.display().to_string(), e))
+        let mut deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut aborted = false;
+        while !s.guard.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                if aborted {
+                    // The threads end with the connection; nothing here needs them.
+                    return Ok(());
+                }
+                if let Some(c) = connection {
+                    let _ = std::fs::write(format!("/sys/fs/fuse/connections/{c}/abort"), "1");
+                }
+                aborted = true;
+                deadline += Duration::from_secs(2);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s.join().map_err(|e| Error::io(shown(), e))
     }
 }
 
@@ -382,6 +414,12 @@ pub fn check_mountpoint(mountpoint: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::Invalid(format!(
                 "mount point {shown} does not exist: create it with `mkdir -p {shown}`"
+            )));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(Error::Invalid(format!(
+                "mount point {shown} is left from a mount whose process ended: run \
+                 `umount -l {shown}` first"
             )));
         }
         Err(e) => {
@@ -417,7 +455,7 @@ pub fn fuse_available() -> Result<()> {
                 Ok(())
             } else {
                 Err(Error::Invalid(format!(
-                    "FUSE is not available to this user: /dev/fuse: {e} (install the `fuse` \
+                    "FUSE is not available to this user: /dev/fuse: {e} (install the `fuse3` \
                      package for fusermount, or run as root)"
                 )))
             }
@@ -454,7 +492,15 @@ pub fn mount(vfs: Vfs, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted
         SessionACL::Owner
     };
     config.n_threads = Some(opts.threads.max(1));
-    let session = fuser::spawn_mount(Fuse(vfs), mountpoint, &config).map_err(|e| {
+    let session = fuser::spawn_mount(
+        Fuse {
+            vfs,
+            no_opendir: Default::default(),
+        },
+        mountpoint,
+        &config,
+    )
+    .map_err(|e| {
         Error::Invalid(format!(
             "cannot mount at {}: {e}{}",
             mountpoint.display(),

@@ -190,6 +190,8 @@ pub struct Vfs {
     /// Listings of open directories: built once at `opendir`, so that the kernel's many
     /// `readdir` calls for a large directory each cost a slice, not a rebuild.
     dirs: Mutex<HashMap<u64, Arc<Vec<Entry>>>>,
+    /// Listings of snapshot directories read without a handle, by inode.
+    listings: Mutex<LruCache<u64, Arc<Vec<Entry>>>>,
     next_handle: AtomicU64,
     uid: u32,
     gid: u32,
@@ -231,6 +233,9 @@ impl Vfs {
             )),
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            listings: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(64).expect("invariant: nonzero"),
+            )),
             next_handle: AtomicU64::new(1),
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
@@ -500,18 +505,20 @@ impl Vfs {
                 volatile: true,
             },
             Inode::SnapRoot(s) => {
-                let t = self.tree(&s.snap.tree)?;
+                // A tree that cannot be read costs only its link count here: listing the
+                // folder above must not fail for it (entering it reports the error).
+                let n = self.tree(&s.snap.tree).map(|t| subdirs(&t)).unwrap_or(0);
                 Attr {
                     mtime_ns: to_ns(&s.snap),
                     ctime_ns: to_ns(&s.snap),
                     volatile: false,
-                    ..self.virtual_dir(ino, subdirs(&t))
+                    ..self.virtual_dir(ino, n)
                 }
             }
             Inode::Node { node, .. } => {
                 let nlink = if node.kind == NodeKind::Dir {
-                    let t = self.dir_tree(inode)?.map(|(_, t)| subdirs(&t)).unwrap_or(0);
-                    2 + t
+                    let t = self.dir_tree(inode).ok().flatten();
+                    2 + t.map(|(_, t)| subdirs(&t)).unwrap_or(0)
                 } else {
                     node.nlink.clamp(1, u32::MAX.into()) as u32
                 };
@@ -788,6 +795,29 @@ impl Vfs {
         Ok((fh, fixed))
     }
 
+    /// The listing of a directory without a handle: snapshot content from a small cache
+    /// by inode (it never changes), virtual folders built afresh.
+    pub fn listing_of(&self, ino: u64) -> VfsResult<Arc<Vec<Entry>>> {
+        if let Some(l) = self
+            .listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ino)
+        {
+            return Ok(l.clone());
+        }
+        let inode = self.inode(ino)?;
+        let fixed = matches!(inode, Inode::SnapRoot(_) | Inode::Node { .. });
+        let l = Arc::new(self.readdir(ino)?);
+        if fixed {
+            self.listings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .put(ino, l.clone());
+        }
+        Ok(l)
+    }
+
     /// The listing of an open directory (`None` for an unknown handle).
     pub fn listing(&self, fh: u64) -> Option<Arc<Vec<Entry>>> {
         self.dirs
@@ -826,7 +856,7 @@ impl Vfs {
 
     /// Opens a file for reading; the handle is passed to [`read`](Self::read).
     pub fn open(&self, ino: u64) -> VfsResult<u64> {
-        let Inode::Node { node, .. } = self.inode(ino)? else {
+        let Inode::Node { node, snap } = self.inode(ino)? else {
             return Err(Fault::NotFound);
         };
         if node.kind != NodeKind::File {
@@ -853,10 +883,13 @@ impl Vfs {
             }
         };
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.files
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, Arc::new(OpenFile::new(map)));
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            fh,
+            Arc::new(OpenFile::new(
+                map,
+                format!("{} (snapshot {})", node.name_lossy(), snap.id.short()),
+            )),
+        );
         Ok(fh)
     }
 
@@ -870,12 +903,16 @@ impl Vfs {
             .get(&fh)
             .cloned()
             .ok_or(Fault::NotFound)?;
+        // Read-ahead beyond half the cache would evict what it loaded before it is read.
         let ahead = ReadAhead {
-            bytes: self.opts.read_ahead_bytes,
+            bytes: self
+                .opts
+                .read_ahead_bytes
+                .min(self.opts.blob_cache_bytes / 2),
         };
         f.read(&self.repo, &self.blobs, ahead, off, len)
             .map_err(|e| {
-                (self.log)(&format!("read failed: {e}"));
+                (self.log)(&format!("read of {} failed: {e}", f.name));
                 Fault::from(e)
             })
     }
