@@ -25,6 +25,7 @@ struct Entry {
     size: u64,
     mtime: (i64, i64),
     link: Option<PathBuf>,
+    rdev: u64,
     content: Option<Vec<u8>>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
@@ -85,6 +86,7 @@ fn describe(root: &Path, check_owner: bool) -> (Entries, Links) {
                     size: if ft.is_dir() { 0 } else { m.len() },
                     mtime: (m.mtime(), m.mtime_nsec()),
                     link: ft.is_symlink().then(|| fs::read_link(&p).unwrap()),
+                    rdev: m.rdev(),
                     content: ft.is_file().then(|| fs::read(&p).unwrap()),
                     xattrs,
                 },

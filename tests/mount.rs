@@ -224,8 +224,18 @@ fn the_fidelity_tree_mounted_equals_its_restore_and_its_tar_dump() {
     let m = Mount::start(&e, &mnt, &[]);
     let inside = mnt.join("latest").join(rel);
     assert_eq!(listing(&inside), listing(&out));
+    if common::is_root() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let dev = fs::symlink_metadata(inside.join("chardev")).unwrap();
+        assert!(dev.file_type().is_char_device());
+        assert_eq!(
+            dev.rdev(),
+            fs::symlink_metadata(out.join("chardev")).unwrap().rdev()
+        );
+        assert_eq!(dev.rdev(), nix::sys::stat::makedev(1, 3));
+    }
     let diff = Command::new("diff")
-        .args(["-r", "--no-dereference", "-x", "fifo"])
+        .args(["-r", "--no-dereference", "-x", "fifo", "-x", "chardev"])
         .arg(&inside)
         .arg(&out)
         .output()
@@ -236,6 +246,11 @@ fn the_fidelity_tree_mounted_equals_its_restore_and_its_tar_dump() {
         String::from_utf8_lossy(&diff.stdout)
     );
     if has_xattrs {
+        assert_eq!(
+            xattr::get(inside.join("private"), "system.posix_acl_access").unwrap(),
+            Some(common::fidelity::ACL.to_vec()),
+            "a POSIX ACL shows through the mount"
+        );
         let xs = xattr_dump(&inside);
         assert!(xs.iter().any(|b| b.contains("user.cairn.test")), "{xs:?}");
         assert_eq!(xs, xattr_dump(&out));

@@ -8,6 +8,17 @@ use std::path::Path;
 
 use super::{is_root, random_bytes};
 
+/// A POSIX access ACL as the kernel stores it (`u::rw-,u:1234:r--,g::---,m::r--,o::---`):
+/// version 2, then (tag, permissions, id) entries.
+pub const ACL: &[u8] = &[
+    2, 0, 0, 0, // version
+    1, 0, 6, 0, 255, 255, 255, 255, // user::rw-
+    2, 0, 4, 0, 210, 4, 0, 0, // user:1234:r--
+    4, 0, 0, 0, 255, 255, 255, 255, // group::---
+    16, 0, 4, 0, 255, 255, 255, 255, // mask::r--
+    32, 0, 0, 0, 255, 255, 255, 255, // other::---
+];
+
 pub fn set_mtime(p: &Path, secs: i64, nsec: u32) {
     let t = filetime::FileTime::from_unix_time(secs, nsec);
     filetime::set_symlink_file_times(p, t, t).unwrap();
@@ -77,9 +88,20 @@ pub fn build(src: &Path) -> bool {
         nix::unistd::chown(&src.join("setuid"), Some(1000.into()), Some(1000.into())).unwrap();
         fs::set_permissions(src.join("setuid"), fs::Permissions::from_mode(0o4755)).unwrap();
     }
+    // A character device (only root may make one): the same numbers as /dev/null.
+    if is_root() {
+        nix::sys::stat::mknod(
+            &src.join("chardev"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o620),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+    }
     // Extended attributes, where the filesystem has them.
     let xattrs = xattr::set(src.join("regular.txt"), "user.cairn.test", b"value\x00\x01").is_ok();
     if xattrs {
+        xattr::set(src.join("private"), "system.posix_acl_access", ACL).unwrap();
         xattr::set(src.join("dir"), "user.dir.attr", b"d").unwrap();
         xattr::set(src.join("empty"), "user.empty", b"").unwrap();
     }

@@ -117,6 +117,9 @@ impl Filesystem for Fuse {
         let _ = config.add_capabilities(
             fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
         );
+        // Stored POSIX ACLs are enforced along with the mode bits (DefaultPermissions), as
+        // on the filesystem they came from.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL);
         if config
             .add_capabilities(fuser::InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             .is_ok()
