@@ -224,7 +224,7 @@ fn the_fidelity_tree_mounted_equals_its_restore_and_its_tar_dump() {
     let m = Mount::start(&e, &mnt, &[]);
     let inside = mnt.join("latest").join(rel);
     assert_eq!(listing(&inside), listing(&out));
-    if common::is_root() {
+    if src.join("chardev").exists() {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let dev = fs::symlink_metadata(inside.join("chardev")).unwrap();
         assert!(dev.file_type().is_char_device());
