@@ -245,7 +245,9 @@ fn the_fidelity_tree_mounted_equals_its_restore_and_its_tar_dump() {
         "{}",
         String::from_utf8_lossy(&diff.stdout)
     );
-    let acl = xattr::get(src.join("private"), "system.posix_acl_access").ok().flatten();
+    let acl = xattr::get(src.join("private"), "system.posix_acl_access")
+        .ok()
+        .flatten();
     if acl.is_none() {
         eprintln!("no POSIX ACL in the source: this filesystem keeps none");
     }

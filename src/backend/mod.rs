@@ -9,11 +9,13 @@
 pub mod faulty;
 mod local;
 mod memory;
+mod rest;
 mod retry;
 
 pub use local::LocalBackend;
 pub(crate) use local::process_alive;
 pub use memory::MemoryBackend;
+pub use rest::RestBackend;
 pub use retry::{RetryBackend, is_transient};
 
 use crate::error::Result;
