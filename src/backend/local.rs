@@ -19,12 +19,27 @@ const TMP_PREFIX: &str = ".tmp-";
 /// A repository rooted at a local directory.
 pub struct LocalBackend {
     root: PathBuf,
+    /// The folder a REST server keeps the repository in names packs `data/` and sessions
+    /// `locks/` (restic's names); that folder opens as a local repository too, so that
+    /// prune can run where the storage of an append-only server is.
+    restic_names: bool,
 }
 
 impl LocalBackend {
     /// A backend over `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+        let root = root.into();
+        let restic_names = root.join("data").is_dir() && !root.join("packs").exists();
+        LocalBackend { root, restic_names }
+    }
+
+    /// The folder of a kind of file, below the root.
+    fn dir(&self, kind: FileKind) -> &'static str {
+        match kind {
+            FileKind::Pack if self.restic_names => "data",
+            FileKind::Session if self.restic_names => "locks",
+            k => k.dir(),
+        }
     }
 
     /// The repository root.
@@ -41,16 +56,27 @@ impl LocalBackend {
             FileKind::Pack,
             FileKind::Session,
         ] {
-            mkdir(&self.root.join(kind.dir()))?;
+            mkdir(&self.root.join(self.dir(kind)))?;
         }
         for i in 0..=255u8 {
-            mkdir(&self.root.join("packs").join(format!("{i:02x}")))?;
+            mkdir(
+                &self
+                    .root
+                    .join(self.dir(FileKind::Pack))
+                    .join(format!("{i:02x}")),
+            )?;
         }
         sync_dir(&self.root)
     }
 
     fn path(&self, kind: FileKind, name: &str) -> PathBuf {
-        self.root.join(kind.rel_path(name))
+        let rel = kind.rel_path(name);
+        match rel.strip_prefix(kind.dir()) {
+            Some(rest) if !kind.dir().is_empty() => {
+                self.root.join(format!("{}{rest}", self.dir(kind)))
+            }
+            _ => self.root.join(rel),
+        }
     }
 
     fn dirs_of(&self, kind: FileKind) -> Result<Vec<PathBuf>> {
@@ -58,7 +84,7 @@ impl LocalBackend {
             FileKind::Config => Ok(vec![self.root.clone()]),
             FileKind::Pack => {
                 let mut out = Vec::new();
-                let base = self.root.join("packs");
+                let base = self.root.join(self.dir(FileKind::Pack));
                 for e in read_dir(&base)? {
                     let e = e.map_err(|err| Error::io(&base, err))?;
                     if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
@@ -68,7 +94,7 @@ impl LocalBackend {
                 out.sort();
                 Ok(out)
             }
-            k => Ok(vec![self.root.join(k.dir())]),
+            k => Ok(vec![self.root.join(self.dir(k))]),
         }
     }
 }
@@ -88,7 +114,7 @@ impl LocalBackend {
             let mut dirs = self.dirs_of(kind)?;
             if kind == FileKind::Pack {
                 // Packs being streamed are written in `packs/` itself.
-                dirs.push(self.root.join("packs"));
+                dirs.push(self.root.join(self.dir(FileKind::Pack)));
             }
             for dir in dirs {
                 if !dir.exists() {
@@ -287,7 +313,7 @@ impl Backend for LocalBackend {
     fn create(&self, kind: FileKind) -> Result<Box<dyn NewFile + '_>> {
         use std::os::unix::fs::OpenOptionsExt;
         // In the kind's base folder (for packs, `packs/` itself, where nothing is listed).
-        let tmp = self.root.join(kind.dir()).join(temp_name());
+        let tmp = self.root.join(self.dir(kind)).join(temp_name());
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -391,6 +417,22 @@ mod tests {
         let b = LocalBackend::new(d.path());
         b.create_layout().unwrap();
         super::super::conformance(&b);
+    }
+
+    #[test]
+    fn a_rest_servers_folder_opens_with_restics_names() {
+        let d = tempfile::tempdir().unwrap();
+        for sub in ["data/ab", "locks", "keys", "snapshots", "index"] {
+            fs::create_dir_all(d.path().join(sub)).unwrap();
+        }
+        let b = LocalBackend::new(d.path());
+        super::super::conformance(&b);
+        let name = "ab".repeat(32);
+        b.put(FileKind::Pack, &name, b"p").unwrap();
+        assert!(d.path().join("data/ab").join(&name).exists());
+        b.put(FileKind::Session, "s", b"s").unwrap();
+        assert!(d.path().join("locks/s").exists());
+        assert!(!d.path().join("packs").exists());
     }
 
     #[test]

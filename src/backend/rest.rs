@@ -67,6 +67,11 @@ impl RestBackend {
         })
     }
 
+    /// The repository's address as messages show it: without the password.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
     /// Asks the server to create the repository's folders (`POST /?create=true`), as
     /// `init` must before the first file is written.
     pub fn create_repository(&self) -> Result<()> {

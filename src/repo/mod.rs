@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use zeroize::Zeroizing;
 
-use crate::backend::{Backend, FileKind, LocalBackend, RetryBackend};
+use crate::backend::{Backend, FileKind, LocalBackend, RestBackend, RetryBackend};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::MasterKey;
 use crate::crypto::keyfile::{KdfParams, KeyFile, KeyFileError};
@@ -41,10 +41,15 @@ const RETRY_ATTEMPTS: u32 = 4;
 /// The first pause between two tries, doubled each time (0.2 + 0.4 + 0.8 s at most).
 const RETRY_BASE: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// The store every repository handle works through: the disk behind the retrying decorator.
-/// The one place both `init` and `open` get it from.
-fn store(local: LocalBackend) -> Arc<dyn Backend> {
-    Arc::new(RetryBackend::new(local, RETRY_ATTEMPTS, RETRY_BASE))
+/// The store every repository handle works through: the disk or server behind the retrying
+/// decorator. The one place both `init` and `open` get it from.
+fn store(b: impl Backend + 'static) -> Arc<dyn Backend> {
+    Arc::new(RetryBackend::new(b, RETRY_ATTEMPTS, RETRY_BASE))
+}
+
+/// The URL of a repository on a REST server, when `root` names one (`rest:http://…`).
+fn rest_url(root: &Path) -> Option<&str> {
+    root.to_str()?.strip_prefix("rest:")
 }
 
 /// Parameters of `init`.
@@ -188,6 +193,15 @@ impl Repository {
         let mut config = Config::new(opts.chunker, opts.compression);
         config.pack_size = opts.pack_size;
         config.validate().map_err(Error::Invalid)?;
+        if let Some(url) = rest_url(root) {
+            let b = RestBackend::new(url)?;
+            let shown = PathBuf::from(format!("rest:{}", b.shown()));
+            if b.stat(FileKind::Config, "config")?.is_some() {
+                return Err(Error::AlreadyExists(shown));
+            }
+            b.create_repository()?;
+            return Self::init_in(b, &shown, config, password, opts, cache_dir);
+        }
         if check_root(root)? {
             return Err(Error::AlreadyExists(root.to_path_buf()));
         }
@@ -197,19 +211,31 @@ impl Repository {
         std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
         let local = LocalBackend::new(root);
         local.create_layout()?;
+        Self::init_in(local, root, config, password, opts, cache_dir)
+    }
+
+    /// The part of `init` every store shares: a fresh master key, its key file, `config`.
+    fn init_in(
+        b: impl Backend + 'static,
+        root: &Path,
+        config: Config,
+        password: &[u8],
+        opts: &InitOptions,
+        cache_dir: &Path,
+    ) -> Result<Self> {
         // Keys left by an interrupted init wrap a master key that never protected anything.
-        for (name, _) in local.list(FileKind::Key)? {
-            local.delete(FileKind::Key, &name)?;
+        for (name, _) in b.list(FileKind::Key)? {
+            b.delete(FileKind::Key, &name)?;
         }
         let key = MasterKey::generate();
         let (host, user) = whoami();
         let kf = KeyFile::wrap(&key, password, opts.kdf, &host, &user)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         let key_id = random_key_id();
-        local.put_checked(FileKind::Key, &key_id.to_hex(), &kf.encode())?;
+        b.put_checked(FileKind::Key, &key_id.to_hex(), &kf.encode())?;
         // `config` last: its presence is what makes the directory a repository.
-        local.put_checked(FileKind::Config, "config", &config.encode())?;
-        Self::assemble(store(local), root, config, key, key_id, cache_dir)
+        b.put_checked(FileKind::Config, "config", &config.encode())?;
+        Self::assemble(store(b), root, config, key, key_id, cache_dir)
     }
 
     /// Opens the repository at `root`. `password` is asked for only once the repository is
@@ -219,12 +245,32 @@ impl Repository {
         password: impl FnOnce() -> anyhow::Result<Zeroizing<Vec<u8>>>,
         cache_dir: &Path,
     ) -> Result<Self> {
+        if let Some(url) = rest_url(root) {
+            let b = RestBackend::new(url)?;
+            let shown = PathBuf::from(format!("rest:{}", b.shown()));
+            let bytes = match b.get(FileKind::Config, "config") {
+                Err(Error::Missing(_)) => return Err(Error::NoRepository(shown)),
+                other => other?,
+            };
+            return Self::open_in(b, &shown, &bytes, password, cache_dir);
+        }
         if !check_root(root)? {
             return Err(Error::NoRepository(root.to_path_buf()));
         }
         let local = LocalBackend::new(root);
         let bytes = local.get(FileKind::Config, "config")?;
-        match Config::peek_version(&bytes) {
+        Self::open_in(local, root, &bytes, password, cache_dir)
+    }
+
+    /// The part of `open` every store shares: the version check, the config, the unlock.
+    fn open_in(
+        local: impl Backend + 'static,
+        root: &Path,
+        bytes: &[u8],
+        password: impl FnOnce() -> anyhow::Result<Zeroizing<Vec<u8>>>,
+        cache_dir: &Path,
+    ) -> Result<Self> {
+        match Config::peek_version(bytes) {
             Some(FORMAT_VERSION) => {}
             Some(v) => {
                 return Err(Error::UnsupportedVersion {
@@ -235,7 +281,7 @@ impl Repository {
             }
             None => {}
         }
-        let config = Config::decode(&bytes)
+        let config = Config::decode(bytes)
             .map_err(|why| Error::corrupt(format!("{}/config", root.display()), why))?;
         let password = password().map_err(|e| Error::Invalid(format!("{e:#}")))?;
         let (key, key_id) = Self::unlock(&local, root, &password)?;
