@@ -51,18 +51,7 @@ fn a_damaged_blob_stops_the_archive_with_an_error_naming_its_pack() {
     let src = e.path("src");
     fs::create_dir_all(&src).unwrap();
     common::write(&src, "big", &common::random_bytes(4, 400_000));
-    let before = e.repo_files();
-    e.snapshot(&[&src]);
-    let after = e.repo_files();
-    let pack = common::added(&before, &after)
-        .into_iter()
-        .filter(|p| p.starts_with("packs/"))
-        .max_by_key(|p| fs::metadata(e.repo().join(p)).unwrap().len())
-        .unwrap();
-    let path = e.repo().join(&pack);
-    let mut b = fs::read(&path).unwrap();
-    b[1000] ^= 0x40;
-    fs::write(&path, b).unwrap();
+    let pack = e.snapshot_with_damaged_pack(&[&src]);
     for format in ["tar", "zip"] {
         let o = e.run(&["dump", "latest", src.to_str().unwrap(), "--archive", format]);
         assert_eq!(o.status.code(), Some(1), "{format}");

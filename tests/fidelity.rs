@@ -200,25 +200,7 @@ fn dump_archive_tar_unpacks_to_the_same_tree() {
     let o = env.run(&["dump", "latest", src.to_str().unwrap(), "--archive", "tar"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = env.path("untar");
-    fs::create_dir(&out).unwrap();
-    let mut tar = std::process::Command::new("tar")
-        .args([
-            "-x",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--numeric-owner",
-            "-p",
-            "-f",
-            "-",
-        ])
-        .arg("-C")
-        .arg(&out)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    tar.stdin.take().unwrap().write_all(&o.stdout).unwrap();
-    assert!(tar.wait().unwrap().success());
+    untar(&o.stdout, &out);
     let unpacked = out.join(src.strip_prefix("/").unwrap());
     let (a, links_a) = describe(&src, is_root());
     let (b, links_b) = describe(&unpacked, is_root());

@@ -183,29 +183,6 @@ fn xattr_dump(root: &Path) -> Vec<String> {
     blocks
 }
 
-/// Unpacks a tar archive into `to`, with owners, modes and extended attributes.
-fn untar(archive: &[u8], to: &Path) {
-    use std::io::Write;
-    fs::create_dir_all(to).unwrap();
-    let mut tar = Command::new("tar")
-        .args([
-            "-x",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--numeric-owner",
-            "-p",
-            "-f",
-            "-",
-        ])
-        .arg("-C")
-        .arg(to)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    tar.stdin.take().unwrap().write_all(archive).unwrap();
-    assert!(tar.wait().unwrap().success());
-}
-
 #[test]
 fn the_fidelity_tree_mounted_equals_its_restore_and_its_tar_dump() {
     if fuse_missing() {
@@ -284,8 +261,8 @@ fn the_fidelity_tree_mounted_equals_its_restore_and_its_tar_dump() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     m.stop();
     let (from_mount, from_dump) = (e.path("from-mount"), e.path("from-dump"));
-    untar(&tar_c.stdout, &from_mount);
-    untar(&o.stdout, &from_dump);
+    common::untar(&tar_c.stdout, &from_mount);
+    common::untar(&o.stdout, &from_dump);
     assert_eq!(
         listing_masked(&from_mount, true),
         listing_masked(&from_dump.join(rel), true)
@@ -309,19 +286,8 @@ fn a_damaged_blob_fails_its_read_with_eio_and_the_mount_stays_up() {
     let src2 = e.path("src2");
     fs::create_dir_all(&src2).unwrap();
     common::write(&src2, "bad", &common::random_bytes(9, 200_000));
-    let before = e.repo_files();
-    e.snapshot(&[&src2]);
-    let after = e.repo_files();
-    // Flip a byte in the middle of the data pack the second snapshot added.
-    let pack = common::added(&before, &after)
-        .into_iter()
-        .filter(|p| p.starts_with("packs/"))
-        .max_by_key(|p| fs::metadata(e.repo().join(p)).unwrap().len())
-        .unwrap();
-    let path = e.repo().join(&pack);
-    let mut b = fs::read(&path).unwrap();
-    b[1000] ^= 0x40;
-    fs::write(&path, b).unwrap();
+    // A byte flipped in the middle of the data pack the second snapshot added.
+    e.snapshot_with_damaged_pack(&[&src2]);
     let mnt = e.path("mnt");
     let m = Mount::start(&e, &mnt, &[]);
     let snaps: Vec<_> = fs::read_dir(mnt.join("snapshots"))

@@ -127,6 +127,15 @@ impl RestBackend {
         )
     }
 
+    /// A response's whole body.
+    fn body(&self, r: &mut ureq::http::Response<ureq::Body>, path: &str) -> Result<Vec<u8>> {
+        r.body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .map_err(|e| self.transport(path, e))
+    }
+
     /// The error for an unexpected status, saying what to fix.
     fn check(&self, status: u16, path: &str, doing: &str) -> Result<()> {
         let at = format!("{}{path}", self.shown);
@@ -183,11 +192,7 @@ impl Backend for RestBackend {
             .call()
             .map_err(|e| self.transport(&path, e))?;
         self.check(r.status().as_u16(), &path, "read")?;
-        r.body_mut()
-            .with_config()
-            .limit(u64::MAX)
-            .read_to_vec()
-            .map_err(|e| self.transport(&path, e))
+        self.body(&mut r, &path)
     }
 
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -209,12 +214,7 @@ impl Backend for RestBackend {
             ));
         }
         self.check(status, &path, "read")?;
-        let body = r
-            .body_mut()
-            .with_config()
-            .limit(u64::MAX)
-            .read_to_vec()
-            .map_err(|e| self.transport(&path, e))?;
+        let body = self.body(&mut r, &path)?;
         // A server that ignores ranges sends the whole file.
         let data = if status == 200 {
             let end = offset.saturating_add(len).min(body.len() as u64) as usize;
@@ -249,12 +249,7 @@ impl Backend for RestBackend {
             Err(Error::Missing(_)) => return Ok(Vec::new()),
             other => other?,
         }
-        let body = r
-            .body_mut()
-            .with_config()
-            .limit(u64::MAX)
-            .read_to_vec()
-            .map_err(|e| self.transport(&path, e))?;
+        let body = self.body(&mut r, &path)?;
         let listed: Vec<Listed> = serde_json::from_slice(&body).map_err(|e| {
             Error::corrupt(
                 format!("the listing of {}{path}", self.shown),

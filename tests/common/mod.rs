@@ -164,6 +164,24 @@ impl Env {
         })
     }
 
+    /// Takes a snapshot of `paths` and flips one byte in the middle of the largest pack it
+    /// added (a data pack); returns that pack's path in the repository (`packs/XX/ID`).
+    pub fn snapshot_with_damaged_pack(&self, paths: &[&Path]) -> String {
+        let before = self.repo_files();
+        self.snapshot(paths);
+        let after = self.repo_files();
+        let pack = added(&before, &after)
+            .into_iter()
+            .filter(|p| p.starts_with("packs/"))
+            .max_by_key(|p| std::fs::metadata(self.repo().join(p)).unwrap().len())
+            .expect("the snapshot added a pack");
+        let path = self.repo().join(&pack);
+        let mut b = std::fs::read(&path).unwrap();
+        b[1000] ^= 0x40;
+        std::fs::write(&path, b).unwrap();
+        pack
+    }
+
     /// Takes a snapshot of `paths` and returns the JSON summary.
     pub fn snapshot(&self, paths: &[&Path]) -> serde_json::Value {
         let mut a = vec!["snapshot"];
@@ -264,6 +282,30 @@ pub fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
         }
     }
     out
+}
+
+/// Unpacks a tar archive into `to` with GNU tar, keeping owners, modes and extended
+/// attributes.
+pub fn untar(archive: &[u8], to: &Path) {
+    use std::io::Write;
+    std::fs::create_dir_all(to).unwrap();
+    let mut tar = Command::new("tar")
+        .args([
+            "-x",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "-p",
+            "-f",
+            "-",
+        ])
+        .arg("-C")
+        .arg(to)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tar.stdin.take().unwrap().write_all(archive).unwrap();
+    assert!(tar.wait().unwrap().success());
 }
 
 /// Writes `data` to `dir/name`, creating the folders on the way.

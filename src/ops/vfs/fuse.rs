@@ -107,6 +107,20 @@ impl Fuse {
     }
 }
 
+impl Fuse {
+    /// A directory's listing: the open handle's, or (without one) the view's by inode.
+    fn listing(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+    ) -> Result<std::sync::Arc<Vec<super::Entry>>, Errno> {
+        match self.vfs.listing(fh.0) {
+            Some(e) => Ok(e),
+            None => self.vfs.listing_of(ino.0).map_err(errno),
+        }
+    }
+}
+
 impl Filesystem for Fuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Larger kernel read-ahead: fewer, bigger reads for sequential readers.
@@ -231,12 +245,9 @@ impl Filesystem for Fuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.vfs.listing(fh.0) {
-            Some(e) => e,
-            None => match self.vfs.listing_of(ino.0) {
-                Ok(e) => e,
-                Err(e) => return reply.error(errno(e)),
-            },
+        let entries = match self.listing(ino, fh) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
         };
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(
@@ -259,12 +270,9 @@ impl Filesystem for Fuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.vfs.listing(fh.0) {
-            Some(e) => e,
-            None => match self.vfs.listing_of(ino.0) {
-                Ok(e) => e,
-                Err(e) => return reply.error(errno(e)),
-            },
+        let entries = match self.listing(ino, fh) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
         };
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             let next = (i + 1) as u64;
