@@ -305,8 +305,8 @@ fn same_inode(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Creates a temporary file (mode 0600, never through a symlink) and locks it for as long
-/// as it stays open.
+/// Creates a temporary file (mode 0600, never through a symlink) and locks it, where the
+/// filesystem has locks, for as long as it stays open.
 fn create_temp(path: &Path) -> std::io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = OpenOptions::new()
@@ -315,10 +315,9 @@ fn create_temp(path: &Path) -> std::io::Result<fs::File> {
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    f.try_lock().map_err(|e| match e {
-        fs::TryLockError::Error(e) => e,
-        fs::TryLockError::WouldBlock => std::io::Error::other("locked by another process"),
-    })?;
+    // A filesystem without locks only loses the sweep: there no temporary file can be
+    // locked by the sweeping restore either, so none is removed.
+    let _ = f.try_lock();
     Ok(f)
 }
 
