@@ -127,6 +127,29 @@ fn every_everyday_command_works_on_a_rest_server() {
     assert!(ok(&e, &url, &["check", "--read-data"]).contains("no errors found"));
     let o = on(&e, &url, &["init"]);
     assert_ne!(o.status.code(), Some(0), "a second init is refused");
+    // A site whose repository is on the server: status works, without a free-space figure.
+    fs::write(e.path("pw"), format!("{}\n", e.password)).unwrap();
+    let cfg = e.path("cairn.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"state\"\n[repository]\npath = \"{url}\"\npassword_file = \"pw\"\n\
+             [components.files]\npaths = [\"{srcs}\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut c = Command::new(common::bin());
+    Env::with_env_of(&mut c, &e.cmd(&[]));
+    let o = c
+        .args(["--config", cfg.to_str().unwrap(), "status"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("free space not known (on a server)"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]

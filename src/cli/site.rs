@@ -395,13 +395,20 @@ pub fn status(g: &Globals, a: StatusArgs) -> Result<i32> {
             ));
         }
         let repo = &r.repository;
+        let space = if repo.total_bytes == 0 {
+            "free space not known (on a server)".to_string()
+        } else {
+            format!(
+                "{} free of {} ({:.0}% used)",
+                human(repo.free_bytes),
+                human(repo.total_bytes),
+                repo.used_pct
+            )
+        };
         g.say(format!(
-            "repository {}: {} snapshots, {} free of {} ({:.0}% used); {} packs, {} never proven{}",
+            "repository {}: {} snapshots, {space}; {} packs, {} never proven{}",
             repo.path,
             repo.snapshots,
-            human(repo.free_bytes),
-            human(repo.total_bytes),
-            repo.used_pct,
             repo.packs,
             repo.packs_unproven,
             repo.oldest_proof

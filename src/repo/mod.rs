@@ -381,6 +381,12 @@ impl Repository {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    /// True for a repository in a local directory (whose filesystem can be asked for free
+    /// space); false on a server.
+    pub fn is_local(&self) -> bool {
+        rest_url(&self.root).is_none()
+    }
     /// The decoded `config`.
     pub fn config(&self) -> &Config {
         &self.config

@@ -320,7 +320,12 @@ impl Resolver<'_> {
             (None, None) => PasswordSource::Caller,
         };
         Ok(RepoRef {
-            path: self.path(&r.path),
+            // A server's address (`rest:…`) is not a path below the config's folder.
+            path: if r.path.to_str().is_some_and(|p| p.starts_with("rest:")) {
+                r.path.clone()
+            } else {
+                self.path(&r.path)
+            },
             password,
             cache_dir: r.cache_dir.as_deref().map(|p| self.path(p)),
         })

@@ -102,7 +102,8 @@ pub struct RepoStatus {
     pub path: String,
     /// Snapshots in it.
     pub snapshots: usize,
-    /// Bytes free on its filesystem (for unprivileged users).
+    /// Bytes free on its filesystem (for unprivileged users); 0 for a repository on a
+    /// server, which does not tell.
     pub free_bytes: u64,
     /// The filesystem's size.
     pub total_bytes: u64,
@@ -284,9 +285,14 @@ fn repo_status(
     snapshots: usize,
     state: &audit::State,
 ) -> Result<RepoStatus> {
-    let (free, total, used) = disk(repo.root())?;
+    // A server's free space is its own business (the protocol does not tell).
+    let (free, total, used) = if repo.is_local() {
+        disk(repo.root())?
+    } else {
+        (0, 0, 0.0)
+    };
     let mut breaches = Vec::new();
-    if used > site.config.alerts.disk_used {
+    if repo.is_local() && used > site.config.alerts.disk_used {
         breaches.push(Breach::new(
             "disk_full",
             format!(
@@ -445,6 +451,9 @@ pub fn notify(
 
 /// The repository's disk limit alone, as an alert list for [`notify`] (scope: `disk_full`).
 pub fn disk_alerts(site: &Site, repo: &Repository) -> Result<Vec<Alert>> {
+    if !repo.is_local() {
+        return Ok(Vec::new());
+    }
     let (_, _, used) = disk(repo.root())?;
     if used <= site.config.alerts.disk_used {
         return Ok(Vec::new());
