@@ -30,6 +30,19 @@ struct Entry {
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// The hardlink groups, each sorted, in order: comparable between two trees.
+fn link_groups(l: Links) -> Vec<Vec<Vec<u8>>> {
+    let mut g: Vec<_> = l
+        .into_values()
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect();
+    g.sort();
+    g
+}
+
 fn describe(root: &Path, check_owner: bool) -> (Entries, Links) {
     let mut out = HashMap::new();
     let mut inodes: HashMap<u64, Vec<Vec<u8>>> = HashMap::new();
@@ -125,22 +138,7 @@ fn restore_reproduces_every_entry_and_its_metadata() {
     }
     assert_eq!(a.len(), b.len(), "restore has extra entries");
     // Hardlinks come back as hardlinks.
-    let mut ga: Vec<_> = links_a
-        .into_values()
-        .map(|mut v| {
-            v.sort();
-            v
-        })
-        .collect();
-    let mut gb: Vec<_> = links_b
-        .into_values()
-        .map(|mut v| {
-            v.sort();
-            v
-        })
-        .collect();
-    ga.sort();
-    gb.sort();
+    let (ga, gb) = (link_groups(links_a), link_groups(links_b));
     assert_eq!(ga.len(), 1);
     assert_eq!(ga, gb);
     // Holes stay holes.
@@ -216,18 +214,11 @@ fn dump_archive_tar_unpacks_to_the_same_tree() {
         assert_eq!(b.get(name), Some(&want), "{shown} differs");
     }
     assert_eq!(a.len(), b.len(), "the archive has extra entries");
-    let groups = |l: Links| {
-        let mut g: Vec<_> = l
-            .into_values()
-            .map(|mut v| {
-                v.sort();
-                v
-            })
-            .collect();
-        g.sort();
-        g
-    };
-    assert_eq!(groups(links_a), groups(links_b), "hardlinks stay hardlinks");
+    assert_eq!(
+        link_groups(links_a),
+        link_groups(links_b),
+        "hardlinks stay hardlinks"
+    );
     if has_xattrs {
         assert_eq!(
             xattr::get(unpacked.join("regular.txt"), "user.cairn.test")

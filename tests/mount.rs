@@ -368,16 +368,22 @@ fn bad_mount_points_and_passwords_are_refused_clearly() {
     );
 }
 
-#[test]
-fn umount_ends_the_mount_cleanly_and_no_fuse_is_refused_clearly() {
-    if fuse_missing() {
-        return;
-    }
+/// A repository with one snapshot of one small file.
+fn one_snapshot() -> Env {
     let e = Env::new();
     let src = e.path("src");
     fs::create_dir_all(&src).unwrap();
     common::write(&src, "f", b"f");
     e.snapshot(&[&src]);
+    e
+}
+
+#[test]
+fn umount_ends_the_mount_cleanly_and_no_fuse_is_refused_clearly() {
+    if fuse_missing() {
+        return;
+    }
+    let e = one_snapshot();
     let mnt = e.path("mnt");
     let mut m = Mount::start(&e, &mnt, &[]);
     assert!(
@@ -421,11 +427,7 @@ fn a_busy_mount_still_ends_on_sigterm() {
     if fuse_missing() {
         return;
     }
-    let e = Env::new();
-    let src = e.path("src");
-    fs::create_dir_all(&src).unwrap();
-    common::write(&src, "f", b"f");
-    e.snapshot(&[&src]);
+    let e = one_snapshot();
     let mnt = e.path("mnt");
     let m = Mount::start(&e, &mnt, &[]);
     // A process with its working directory inside keeps the mount busy.

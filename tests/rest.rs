@@ -85,19 +85,24 @@ fn source(e: &Env) -> std::path::PathBuf {
     src
 }
 
-#[test]
-fn every_everyday_command_works_on_a_rest_server() {
-    let e = Env::bare();
-    let Some(s) = Rclone::start(&e, &[]) else {
-        return;
-    };
+/// A server started with `extra`, a repository initialised on it, and a source to back up.
+fn initialised(e: &Env, extra: &[&str]) -> Option<(Rclone, String, std::path::PathBuf)> {
+    let s = Rclone::start(e, extra)?;
     let url = format!("rest:http://127.0.0.1:{}/repo", s.port);
-    let src = source(&e);
     ok(
-        &e,
+        e,
         &url,
         &["init", "--kdf-memory", "64", "--kdf-iterations", "1"],
     );
+    Some((s, url, source(e)))
+}
+
+#[test]
+fn every_everyday_command_works_on_a_rest_server() {
+    let e = Env::bare();
+    let Some((_server, url, src)) = initialised(&e, &[]) else {
+        return;
+    };
     assert!(e.path("server/repo/config").exists(), "restic's layout");
     let srcs = src.to_str().unwrap();
     ok(&e, &url, &["snapshot", srcs]);
@@ -155,16 +160,9 @@ fn every_everyday_command_works_on_a_rest_server() {
 #[test]
 fn an_append_only_server_takes_snapshots_and_refuses_prune_clearly() {
     let e = Env::bare();
-    let Some(s) = Rclone::start(&e, &["--append-only"]) else {
+    let Some((_server, url, src)) = initialised(&e, &["--append-only"]) else {
         return;
     };
-    let url = format!("rest:http://127.0.0.1:{}/repo", s.port);
-    let src = source(&e);
-    ok(
-        &e,
-        &url,
-        &["init", "--kdf-memory", "64", "--kdf-iterations", "1"],
-    );
     let srcs = src.to_str().unwrap();
     ok(&e, &url, &["snapshot", srcs]);
     common::write(&src, "d/new", b"new");
