@@ -11,14 +11,36 @@ mod local;
 mod memory;
 mod rest;
 mod retry;
+mod s3;
+/// `weed mini` for the tests (shared with the CLI tests).
+#[cfg(test)]
+#[path = "../../tests/common/seaweed.rs"]
+pub(crate) mod seaweed;
 
 pub use local::LocalBackend;
 pub(crate) use local::process_alive;
 pub use memory::MemoryBackend;
 pub use rest::RestBackend;
 pub use retry::{RetryBackend, is_transient};
+pub use s3::{S3Backend, S3Credentials, S3Location};
 
 use crate::error::Result;
+
+/// Packs a server takes at once from one writer, where `CAIRN_CONNECTIONS` does not say.
+pub const CONNECTIONS: usize = 4;
+
+/// The uploads a server backend keeps in flight: `CAIRN_CONNECTIONS`, else [`CONNECTIONS`].
+pub fn connections_from_env() -> Result<usize> {
+    match std::env::var("CAIRN_CONNECTIONS") {
+        Ok(n) => match n.parse::<usize>() {
+            Ok(n @ 1..=64) => Ok(n),
+            _ => Err(crate::Error::Invalid(format!(
+                "CAIRN_CONNECTIONS={n} is not a number of connections from 1 to 64"
+            ))),
+        },
+        Err(_) => Ok(CONNECTIONS),
+    }
+}
 
 /// Writes [`Backend::put_checked`] makes of one file before it gives up.
 pub const PUT_ATTEMPTS: u32 = 3;
@@ -136,6 +158,16 @@ pub trait Backend: Send + Sync {
     fn streams(&self) -> bool {
         false
     }
+    /// Packs a writer may have in flight at once: 1 where a write costs no round trip (a
+    /// disk), more on a server, so the pack writer never waits on one request.
+    fn uploads(&self) -> usize {
+        1
+    }
+    /// Readies the place of a new repository before `init` writes its first file (a REST
+    /// server makes its folders); the default has nothing to do.
+    fn create_layout(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A file being written; see [`Backend::create`].
@@ -238,6 +270,12 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn streams(&self) -> bool {
         (**self).streams()
+    }
+    fn create_layout(&self) -> Result<()> {
+        (**self).create_layout()
+    }
+    fn uploads(&self) -> usize {
+        (**self).uploads()
     }
 }
 

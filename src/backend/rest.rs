@@ -24,6 +24,8 @@ pub struct RestBackend {
     base: String,
     /// The URL as shown in messages: without the password.
     shown: String,
+    /// Uploads in flight at once ([`Backend::uploads`]).
+    connections: usize,
 }
 
 /// One entry of a version 2 listing.
@@ -64,6 +66,7 @@ impl RestBackend {
             agent: config.into(),
             base,
             shown,
+            connections: super::connections_from_env()?,
         })
     }
 
@@ -182,6 +185,14 @@ impl Backend for RestBackend {
             .send(data)
             .map_err(|e| self.transport(&path, e))?;
         self.check(r.status().as_u16(), &path, "write")
+    }
+
+    fn create_layout(&self) -> Result<()> {
+        self.create_repository()
+    }
+
+    fn uploads(&self) -> usize {
+        self.connections
     }
 
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {

@@ -101,6 +101,9 @@ impl<B: Backend> Backend for RetryBackend<B> {
     fn streams(&self) -> bool {
         self.inner.streams()
     }
+    fn uploads(&self) -> usize {
+        self.inner.uploads()
+    }
 }
 
 #[cfg(test)]

@@ -25,8 +25,8 @@ pub struct InitArgs {
     /// off, auto (zstd 3, skipping what does not compress) or a zstd level 1-22.
     #[arg(long, default_value = "auto", value_parser = Compression::parse)]
     compression: Compression,
-    /// Target pack size.
-    #[arg(long, value_parser = parse_size, hide = true)]
+    /// Target pack size (default 16M in a folder, 32M on a rest: or s3: server).
+    #[arg(long, value_parser = parse_size)]
     pack_size: Option<u64>,
     /// Print a commented site config (cairn.toml) instead, and create nothing.
     #[arg(long)]
@@ -57,7 +57,7 @@ impl KdfArgs {
     }
 }
 
-pub fn init_options(a: &InitArgs) -> Result<InitOptions> {
+pub fn init_options(a: &InitArgs, root: &std::path::Path) -> Result<InitOptions> {
     let d = ChunkerParams::default();
     let to32 = |v: Option<u64>, def: u32| -> Result<u32> {
         Ok(v.map(u32::try_from).transpose()?.unwrap_or(def))
@@ -74,7 +74,7 @@ pub fn init_options(a: &InitArgs) -> Result<InitOptions> {
         chunker,
         compression: a.compression,
         kdf: a.kdf.params(),
-        pack_size: to32(a.pack_size, 16 << 20)?,
+        pack_size: to32(a.pack_size, cairn::repo::default_pack_size(root))?,
     })
 }
 
@@ -83,8 +83,8 @@ pub fn init(g: &Globals, a: InitArgs) -> Result<i32> {
         print!("{}", cairn::site::config::TEMPLATE);
         return Ok(0);
     }
-    let opts = init_options(&a)?;
     let (path, _) = g.repo_path();
+    let opts = init_options(&a, &path)?;
     let password = new_password(g)?;
     let repo = Repository::init(&path, &password, &opts, &g.cache_dir())?;
     if g.json {

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use zeroize::Zeroizing;
 
-use crate::backend::{Backend, FileKind, LocalBackend, RestBackend, RetryBackend};
+use crate::backend::{Backend, FileKind, LocalBackend, RestBackend, RetryBackend, S3Backend};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::MasterKey;
 use crate::crypto::keyfile::{KdfParams, KeyFile, KeyFileError};
@@ -47,9 +47,35 @@ fn store(b: impl Backend + 'static) -> Arc<dyn Backend> {
     Arc::new(RetryBackend::new(b, RETRY_ATTEMPTS, RETRY_BASE))
 }
 
-/// The URL of a repository on a REST server, when `root` names one (`rest:http://…`).
-fn rest_url(root: &Path) -> Option<&str> {
-    root.to_str()?.strip_prefix("rest:")
+/// True when `root` names a repository on a server (`rest:URL` or `s3:URL`), not a folder.
+pub fn is_remote(root: &Path) -> bool {
+    root.to_str()
+        .is_some_and(|r| r.starts_with("rest:") || r.starts_with("s3:"))
+}
+
+/// The pack size `init` gives a repository where none is asked for: larger on a server,
+/// where every request costs a round trip (and, on object storage, money).
+pub fn default_pack_size(root: &Path) -> u32 {
+    if is_remote(root) { 32 << 20 } else { 16 << 20 }
+}
+
+/// The store of a repository on a server, with its address as messages show it (no
+/// password), when `root` names one.
+fn remote(root: &Path) -> Result<Option<(Arc<dyn Backend>, PathBuf)>> {
+    let Some(r) = root.to_str() else {
+        return Ok(None);
+    };
+    if let Some(url) = r.strip_prefix("rest:") {
+        let b = RestBackend::new(url)?;
+        let shown = PathBuf::from(format!("rest:{}", b.shown()));
+        return Ok(Some((Arc::new(b), shown)));
+    }
+    if let Some(url) = r.strip_prefix("s3:") {
+        let b = S3Backend::new(url)?;
+        let shown = PathBuf::from(b.shown());
+        return Ok(Some((Arc::new(b), shown)));
+    }
+    Ok(None)
 }
 
 /// Parameters of `init`.
@@ -193,13 +219,11 @@ impl Repository {
         let mut config = Config::new(opts.chunker, opts.compression);
         config.pack_size = opts.pack_size;
         config.validate().map_err(Error::Invalid)?;
-        if let Some(url) = rest_url(root) {
-            let b = RestBackend::new(url)?;
-            let shown = PathBuf::from(format!("rest:{}", b.shown()));
+        if let Some((b, shown)) = remote(root)? {
             if b.stat(FileKind::Config, "config")?.is_some() {
                 return Err(Error::AlreadyExists(shown));
             }
-            b.create_repository()?;
+            b.create_layout()?;
             return Self::init_in(b, &shown, config, password, opts, cache_dir);
         }
         if check_root(root)? {
@@ -245,9 +269,7 @@ impl Repository {
         password: impl FnOnce() -> anyhow::Result<Zeroizing<Vec<u8>>>,
         cache_dir: &Path,
     ) -> Result<Self> {
-        if let Some(url) = rest_url(root) {
-            let b = RestBackend::new(url)?;
-            let shown = PathBuf::from(format!("rest:{}", b.shown()));
+        if let Some((b, shown)) = remote(root)? {
             let bytes = match b.get(FileKind::Config, "config") {
                 Err(Error::Missing(_)) => return Err(Error::NoRepository(shown)),
                 other => other?,
@@ -385,7 +407,7 @@ impl Repository {
     /// True for a repository in a local directory (whose filesystem can be asked for free
     /// space); false on a server.
     pub fn is_local(&self) -> bool {
-        rest_url(&self.root).is_none()
+        !is_remote(&self.root)
     }
     /// The decoded `config`.
     pub fn config(&self) -> &Config {

@@ -7,7 +7,7 @@
 //! Workers on other threads decide which blobs to seal through [`Claims`]: a blob is sealed by
 //! the first worker that claims it, once per run.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::{Scope, ScopedJoinHandle};
@@ -211,69 +211,144 @@ impl Drop for BlobSaver<'_, '_> {
 }
 
 /// The pack writer's loop: fills one pack per blob type, stores each when full, and writes an
-/// index file every few packs. Runs until the queue closes.
+/// index file every few packs. Runs until the queue closes. Where the store takes several
+/// packs at once ([`Backend::uploads`](crate::backend::Backend::uploads), a server), each
+/// full pack is stored on a thread of its own while the next fills, up to that many at
+/// once; an index file is written only once every pack it names is stored.
 fn write_packs(repo: &Repository, claims: &Claims<'_>, rx: Receiver<Sealed>) -> Result<()> {
     let backend = repo.backend();
-    let mut open: [Option<PackWriter<'_>>; 2] = [None, None];
-    let mut pending = IndexFile::default();
-    let mut pending_blobs = 0usize;
+    let uploads = backend.uploads().max(1);
     let pack_size = repo.config().pack_size as usize;
-    let close = |w: PackWriter<'_>,
-                 pending: &mut IndexFile,
-                 pending_blobs: &mut usize,
-                 t: BlobType|
-     -> Result<()> {
-        // 1. the pack is durable ...
-        let (id, size, header) = w.finish(repo.key())?;
-        *pending_blobs += header.entries.len();
-        pending.packs.push(IndexPack {
+    std::thread::scope(|scope| {
+        let mut open: [Option<PackWriter<'_>>; 2] = [None, None];
+        let mut packs = Packs {
+            repo,
+            claims,
+            pending: IndexFile::default(),
+            pending_blobs: 0,
+            in_flight: VecDeque::new(),
+        };
+        let run = (|| {
+            for blob in rx {
+                let slot = &mut open[blob.blob_type as usize];
+                if slot.is_none() {
+                    *slot = Some(PackWriter::new(backend, blob.blob_type)?);
+                }
+                let w = slot.as_mut().expect("invariant: opened above");
+                w.add(blob.id, &blob.bytes, blob.raw_len)?;
+                drop(blob.bytes);
+                if w.len() >= pack_size || w.count() >= BLOBS_PER_PACK {
+                    let w = slot.take().expect("invariant: open");
+                    packs.close(scope, w, blob.blob_type, uploads)?;
+                    if packs.pending.packs.len() >= PACKS_PER_INDEX
+                        || packs.pending_blobs >= BLOBS_PER_INDEX
+                    {
+                        packs.flush_index()?;
+                    }
+                }
+            }
+            for (t, slot) in [BlobType::Data, BlobType::Tree].into_iter().zip(open) {
+                if let Some(w) = slot {
+                    packs.close(scope, w, t, uploads)?;
+                }
+            }
+            packs.flush_index()
+        })();
+        // On failure the uploads still running are waited for (the scope would anyway);
+        // their packs are adopted by the next run.
+        for (h, _) in packs.in_flight.drain(..) {
+            let _ = h.join();
+        }
+        run
+    })
+}
+
+/// An upload of a pack on its own thread, with the type of its blobs.
+type Upload<'scope> = (
+    ScopedJoinHandle<'scope, Result<(crate::id::PackId, u64, crate::repo::pack::PackHeader)>>,
+    BlobType,
+);
+
+/// The pack writer's stored packs not yet in an index file, and its uploads in flight.
+struct Packs<'a, 'r, 'scope> {
+    repo: &'a Repository,
+    claims: &'a Claims<'r>,
+    pending: IndexFile,
+    pending_blobs: usize,
+    in_flight: VecDeque<Upload<'scope>>,
+}
+
+impl<'env, 'scope> Packs<'env, '_, 'scope> {
+    /// Stores a full pack: here, or on a thread of its own when the store takes `uploads`
+    /// at once (waiting first for the oldest when that many are in flight).
+    fn close(
+        &mut self,
+        scope: &'scope Scope<'scope, 'env>,
+        w: PackWriter<'env>,
+        t: BlobType,
+        uploads: usize,
+    ) -> Result<()> {
+        let key = self.repo.key();
+        if uploads == 1 {
+            let stored = w.finish(key)?;
+            return self.stored(stored, t);
+        }
+        while self.in_flight.len() >= uploads {
+            self.join_oldest()?;
+        }
+        let h = std::thread::Builder::new()
+            .name("pack upload".into())
+            .spawn_scoped(scope, move || w.finish(key))
+            .map_err(|e| Error::Invalid(format!("cannot start a pack upload: {e}")))?;
+        self.in_flight.push_back((h, t));
+        Ok(())
+    }
+
+    /// A pack is durable (step 1): it goes in the next index file.
+    fn stored(
+        &mut self,
+        (id, size, header): (crate::id::PackId, u64, crate::repo::pack::PackHeader),
+        t: BlobType,
+    ) -> Result<()> {
+        self.pending_blobs += header.entries.len();
+        self.pending.packs.push(IndexPack {
             id,
             size,
             blob_type: t,
             blobs: header.entries,
         });
         Ok(())
-    };
-    let flush_index = |pending: &mut IndexFile, pending_blobs: &mut usize| -> Result<()> {
-        if pending.packs.is_empty() {
+    }
+
+    fn join_oldest(&mut self) -> Result<()> {
+        let Some((h, t)) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let stored = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        self.stored(stored, t)
+    }
+
+    /// Once every pack it names is durable, the index file is written (step 2); then the
+    /// cache knows their blobs and the run's set may forget them.
+    fn flush_index(&mut self) -> Result<()> {
+        while !self.in_flight.is_empty() {
+            self.join_oldest()?;
+        }
+        if self.pending.packs.is_empty() {
             return Ok(());
         }
-        // 2. ... before an index names it; then the cache knows its blobs and the run's set
-        // may forget them.
-        repo.save_index(pending)?;
-        let mut ids = claims.ids();
-        for p in &pending.packs {
+        self.repo.save_index(&self.pending)?;
+        let mut ids = self.claims.ids();
+        for p in &self.pending.packs {
             for b in &p.blobs {
                 ids.remove(&b.id);
             }
         }
         drop(ids);
-        *pending = IndexFile::default();
-        *pending_blobs = 0;
+        self.pending = IndexFile::default();
+        self.pending_blobs = 0;
         Ok(())
-    };
-    for blob in rx {
-        let slot = &mut open[blob.blob_type as usize];
-        if slot.is_none() {
-            *slot = Some(PackWriter::new(backend, blob.blob_type)?);
-        }
-        let w = slot.as_mut().expect("invariant: opened above");
-        w.add(blob.id, &blob.bytes, blob.raw_len)?;
-        drop(blob.bytes);
-        if w.len() >= pack_size || w.count() >= BLOBS_PER_PACK {
-            let w = slot.take().expect("invariant: open");
-            close(w, &mut pending, &mut pending_blobs, blob.blob_type)?;
-            if pending.packs.len() >= PACKS_PER_INDEX || pending_blobs >= BLOBS_PER_INDEX {
-                flush_index(&mut pending, &mut pending_blobs)?;
-            }
-        }
     }
-    for (t, slot) in [BlobType::Data, BlobType::Tree].into_iter().zip(open) {
-        if let Some(w) = slot {
-            close(w, &mut pending, &mut pending_blobs, t)?;
-        }
-    }
-    flush_index(&mut pending, &mut pending_blobs)
 }
 
 #[cfg(test)]
@@ -290,6 +365,110 @@ mod tests {
             ..InitOptions::default()
         };
         Repository::init(&dir.join("repo"), b"pw", &opts, &dir.join("cache")).unwrap()
+    }
+
+    /// A store that takes 3 packs at once and is slow to take each, counting how many
+    /// pack writes overlap.
+    struct Slow {
+        inner: std::sync::Arc<dyn crate::backend::Backend>,
+        now: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+        indexed_early: std::sync::atomic::AtomicBool,
+    }
+
+    impl crate::backend::Backend for Slow {
+        fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if kind == FileKind::Index && self.now.load(SeqCst) > 0 {
+                self.indexed_early.store(true, SeqCst);
+            }
+            if kind != FileKind::Pack {
+                return self.inner.put(kind, name, data);
+            }
+            let n = self.now.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(n, SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            let r = self.inner.put(kind, name, data);
+            self.now.fetch_sub(1, SeqCst);
+            r
+        }
+        fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+            self.inner.get(kind, name)
+        }
+        fn get_range(&self, kind: FileKind, name: &str, o: u64, l: u64) -> Result<Vec<u8>> {
+            self.inner.get_range(kind, name, o, l)
+        }
+        fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+            self.inner.list(kind)
+        }
+        fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+            self.inner.delete(kind, name)
+        }
+        fn stat(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
+            self.inner.stat(kind, name)
+        }
+        fn uploads(&self) -> usize {
+            3
+        }
+    }
+
+    #[test]
+    fn a_store_that_takes_several_packs_gets_them_at_once_and_indexes_after() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let d = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            kdf: KdfParams::CHEAP,
+            pack_size: 1 << 16,
+            ..InitOptions::default()
+        };
+        let slow = std::sync::Arc::new(std::sync::OnceLock::new());
+        let got = slow.clone();
+        let repo = Repository::init(&d.path().join("repo"), b"pw", &opts, &d.path().join("c"))
+            .unwrap()
+            .with_backend(move |inner| {
+                let s = std::sync::Arc::new(Slow {
+                    inner,
+                    now: Default::default(),
+                    most: Default::default(),
+                    indexed_early: Default::default(),
+                });
+                let _ = got.set(s.clone());
+                s
+            });
+        let claims = BlobSaver::claims(&repo);
+        let mut ids = Vec::new();
+        std::thread::scope(|s| {
+            let mut saver = BlobSaver::start(&repo, &claims, s);
+            for i in 0..40u32 {
+                // Incompressible: 40 blobs of 20 kB make a dozen packs of 64 kB.
+                let mut x = u64::from(i) + 1;
+                let data: Vec<u8> = (0..20_000)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                let (id, _) = saver.save_new(BlobType::Data, &data).unwrap();
+                ids.push(id);
+            }
+            saver.finish().unwrap();
+        });
+        let slow = slow.get().unwrap();
+        assert!(slow.most.load(SeqCst) > 1, "packs were stored one by one");
+        assert!(
+            slow.most.load(SeqCst) <= 3,
+            "more in flight than the store takes"
+        );
+        assert!(
+            !slow.indexed_early.load(SeqCst),
+            "an index was written before its packs"
+        );
+        assert!(claims.is_empty());
+        for id in &ids {
+            assert_eq!(repo.load_blob(id).unwrap().0, BlobType::Data);
+        }
     }
 
     #[test]

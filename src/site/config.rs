@@ -320,8 +320,8 @@ impl Resolver<'_> {
             (None, None) => PasswordSource::Caller,
         };
         Ok(RepoRef {
-            // A server's address (`rest:…`) is not a path below the config's folder.
-            path: if r.path.to_str().is_some_and(|p| p.starts_with("rest:")) {
+            // A server's address (`rest:…`, `s3:…`) is not a path below the config's folder.
+            path: if crate::repo::is_remote(&r.path) {
                 r.path.clone()
             } else {
                 self.path(&r.path)

