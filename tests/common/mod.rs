@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fidelity;
+pub mod seaweed;
 pub mod servers;
 pub mod site;
 pub mod webhook;

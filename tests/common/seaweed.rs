@@ -23,6 +23,10 @@ pub const SECRET_KEY: &str = "cairntestsecret0123456789";
 pub struct Seaweed {
     child: Child,
     stdin: Option<ChildStdin>,
+    /// Its folder (data, config, log).
+    dir: std::path::PathBuf,
+    /// `weed` and its arguments, to start it again on the same data and ports.
+    args: Vec<String>,
     /// `http://127.0.0.1:PORT`, the S3 endpoint.
     pub endpoint: String,
     /// The S3 port.
@@ -100,44 +104,57 @@ impl Seaweed {
         ] {
             args.push(format!("-{flag}={}", free_port()));
         }
-        let script = r#"weed "$@" >"$LOGDIR/log" 2>&1 & w=$!; cat >/dev/null; kill $w; wait $w; rm -rf "$LOGDIR""#;
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("sh")
-            .args(&args)
-            .env("LOGDIR", &dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take();
+        let (child, stdin) = spawn(&dir, &args);
         let s = Seaweed {
             child,
-            stdin,
+            stdin: Some(stdin),
+            dir,
+            args,
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
         };
-        // Up when it answers S3 (an unsigned request is refused with 403).
+        s.wait_up();
+        Some(s)
+    }
+
+    /// Waits until it answers S3 (an unsigned request is answered, with 403).
+    fn wait_up(&self) {
         let t = Instant::now();
         loop {
-            if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
                 let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
                 let mut answer = String::new();
                 let _ = std::io::Read::read_to_string(&mut c, &mut answer);
                 if answer.starts_with("HTTP/1.") {
-                    break;
+                    return;
                 }
             }
-            let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+            let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
             assert!(
                 t.elapsed() < Duration::from_secs(60),
                 "weed mini did not start:\n{log}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Some(s)
+    }
+
+    /// Kills the server (SIGKILL), keeping its data and ports for [`Seaweed::start_again`].
+    pub fn kill(&mut self) {
+        std::fs::write(self.dir.join("keep"), b"").unwrap();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f"])
+            .arg(format!("dir={}", self.dir.join("data").display()))
+            .status();
+        self.stop();
+        std::fs::remove_file(self.dir.join("keep")).unwrap();
+    }
+
+    /// Starts a killed server again on the same data and ports.
+    pub fn start_again(&mut self) {
+        let (child, stdin) = spawn(&self.dir, &self.args);
+        self.child = child;
+        self.stdin = Some(stdin);
+        self.wait_up();
     }
 
     /// A new, empty bucket (created with curl's SigV4 signing).
@@ -187,6 +204,25 @@ impl Drop for Seaweed {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs `weed ARGS` under a shell that stops it when its standard input closes and then
+/// removes `dir` (unless `dir/keep` exists: a restart).
+fn spawn(dir: &std::path::Path, args: &[String]) -> (Child, ChildStdin) {
+    let script = r#"weed "$@" >>"$LOGDIR/log" 2>&1 & w=$!; cat >/dev/null; kill $w 2>/dev/null; wait $w; [ -e "$LOGDIR/keep" ] || rm -rf "$LOGDIR""#;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .args(args)
+        .env("LOGDIR", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
 }
 
 /// The server of this test binary, started on first use; `None` where weed is missing.
