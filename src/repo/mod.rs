@@ -12,6 +12,7 @@ pub mod pack;
 pub mod saver;
 pub mod session;
 pub mod snapshot;
+pub mod treecache;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -132,6 +133,8 @@ pub struct Repository {
     dry_run: bool,
     damaged_index: Mutex<Vec<String>>,
     warn: Box<dyn Fn(&str) + Send + Sync>,
+    /// Local copies of tree packs, for a repository on a server (`None` on a disk).
+    trees: Option<treecache::TreePacks>,
 }
 
 /// The user and host names recorded in keys and snapshots.
@@ -352,6 +355,7 @@ impl Repository {
         cache_dir: &Path,
     ) -> Result<Self> {
         let cache = Cache::open(&cache_dir.join(&config.id).join("index.sqlite"))?;
+        let config_id = config.id.clone();
         let (g, gl) = key.gear_tables();
         let chunker = Chunker::new(config.chunker, g, gl);
         let repo = Repository {
@@ -365,6 +369,8 @@ impl Repository {
             dry_run: false,
             damaged_index: Mutex::new(Vec::new()),
             warn: Box::new(|_| {}),
+            trees: is_remote(root)
+                .then(|| treecache::TreePacks::new(cache_dir.join(&config_id).join("trees"))),
         };
         repo.sync_index()?;
         Ok(repo)
@@ -488,6 +494,10 @@ impl Repository {
             }
         }
         r?;
+        // Index files were replaced (a prune): copies of tree packs it removed go too.
+        if stale && let Some(trees) = &self.trees {
+            trees.retain(|p| cache.has_pack(p).unwrap_or(true));
+        }
         *self.damaged_index.lock().unwrap_or_else(|e| e.into_inner()) = damaged;
         Ok(())
     }
@@ -608,15 +618,26 @@ impl Repository {
 
     /// Loads, authenticates and verifies one blob whose location the caller already has.
     pub fn load_blob_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let open = |sealed: &[u8]| {
+            blob::open_blob(&self.key, loc.blob_type, id, sealed, loc.raw_len as usize)
+                .map_err(|e| Error::corrupt(format!("blob {id} in pack {}", loc.pack), e))
+        };
+        if let (Some(trees), BlobType::Tree) = (&self.trees, loc.blob_type) {
+            let (at, len) = (loc.offset.into(), loc.length.into());
+            let sealed = trees.read(self.backend.as_ref(), &loc.pack, at, len, false)?;
+            return match open(&sealed) {
+                Ok(data) => Ok(data),
+                // The local copy went bad, or the pack was replaced: read the server's.
+                Err(_) => open(&trees.read(self.backend.as_ref(), &loc.pack, at, len, true)?),
+            };
+        }
         let sealed = self.backend.get_range(
             FileKind::Pack,
             &loc.pack.to_hex(),
             loc.offset.into(),
             loc.length.into(),
         )?;
-        let data = blob::open_blob(&self.key, loc.blob_type, id, &sealed, loc.raw_len as usize)
-            .map_err(|e| Error::corrupt(format!("blob {id} in pack {}", loc.pack), e))?;
-        Ok(data)
+        open(&sealed)
     }
 
     /// Loads and decodes a tree blob.
