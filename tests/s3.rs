@@ -368,3 +368,131 @@ fn sigkill_mid_snapshot_and_mid_prune_leaves_a_bucket_that_checks() {
     assert!(ok(&e, &url, &["check", "--read-data"]).contains("no errors found"));
     restored_equal(&e, &url, &src, "out");
 }
+
+/// A proxy on 127.0.0.1 in front of `port` that records the request line of every HTTP
+/// request sent through it.
+struct Counting {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Counting {
+    fn start(target: u16) -> Counting {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    // Request lines, found in the stream (bodies are sealed bytes: no false
+                    // matches to speak of); a line may straddle two reads.
+                    let mut carry = Vec::new();
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n) = client.read(&mut buf) {
+                        if n == 0 || server.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        carry.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&carry).into_owned();
+                        let mut last = 0;
+                        for (i, _) in text.match_indices(" HTTP/1.1\r\n") {
+                            let start = text[..i].rfind("\r\n").map_or(0, |p| p + 2);
+                            let line = &text[start..i];
+                            if ["GET ", "PUT ", "POST ", "HEAD ", "DELETE "]
+                                .iter()
+                                .any(|m| line.starts_with(m))
+                            {
+                                log.lock().unwrap().push(line.to_string());
+                            }
+                            last = i + 11;
+                        }
+                        let keep_from = carry.len().saturating_sub(512).max(last.min(carry.len()));
+                        carry.drain(..keep_from);
+                    }
+                    let _ = server.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Counting { port, seen }
+    }
+
+    /// The request lines so far, forgotten.
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+#[test]
+fn an_unchanged_snapshot_costs_a_few_requests_however_many_directories() {
+    let Some(s) = seaweed::shared() else { return };
+    let proxy = Counting::start(s.port);
+    let e = Env::bare();
+    let bucket = s.bucket();
+    let url = format!("s3:http://127.0.0.1:{}/{bucket}/repo", proxy.port);
+    init(&e, &url, &[]);
+    let src = e.path("tree");
+    for d in 0..300 {
+        common::write(
+            &src,
+            &format!("d{d:03}/sub/f"),
+            format!("file {d}").as_bytes(),
+        );
+    }
+    let srcs = src.to_str().unwrap();
+    ok(&e, &url, &["snapshot", srcs]);
+    proxy.take();
+    ok(&e, &url, &["snapshot", srcs]);
+    let unchanged = proxy.take();
+    assert!(
+        unchanged.len() <= 20,
+        "{} requests for 600 unchanged directories:\n{}",
+        unchanged.len(),
+        unchanged.join("\n")
+    );
+    // A restore from another cache reads the tree pack once and the data by range.
+    let out = e.path("out");
+    let o = cmd(
+        &e,
+        &url,
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+    )
+    .env("CAIRN_CACHE_DIR", e.path("other-cache"))
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let restore = proxy.take();
+    let pack_reads = restore.iter().filter(|l| l.contains("/packs/")).count();
+    assert!(
+        pack_reads <= 6,
+        "{pack_reads} pack reads:\n{}",
+        restore.join("\n")
+    );
+    // check --read-data-subset reads its share of the packs only.
+    let all = {
+        ok(&e, &url, &["check", "--read-data"]);
+        proxy
+            .take()
+            .iter()
+            .filter(|l| l.starts_with("GET") && l.contains("/packs/"))
+            .count()
+    };
+    ok(&e, &url, &["check", "--read-data-subset", "1/1000"]);
+    let some = proxy
+        .take()
+        .iter()
+        .filter(|l| l.starts_with("GET") && l.contains("/packs/"))
+        .count();
+    assert!(all >= 1 && some < all, "{some} of {all}");
+}

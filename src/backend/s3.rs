@@ -23,12 +23,13 @@ use object_store::{
     RetryConfig, WriteMultipart,
 };
 
-use super::{Backend, FileKind};
+use super::{Backend, FileKind, NewFile};
 use crate::error::{Error, Result};
 
 /// Objects larger than this are uploaded in parts (a pack of a repository made with a
-/// larger `--pack-size`); smaller ones in one request, which is cheaper on a bill per request.
-pub const MULTIPART_FROM: usize = 32 << 20;
+/// `--pack-size` above the 32 MiB default, which a full pack overshoots by its last blob);
+/// smaller ones in one request, which is cheaper on a bill per request.
+pub const MULTIPART_FROM: usize = 64 << 20;
 /// Size of one part of a multipart upload (S3 wants at least 5 MiB but for the last).
 const PART_SIZE: usize = 16 << 20;
 /// Parts of one multipart upload in flight at once.
@@ -422,12 +423,14 @@ impl S3Backend {
     }
 
     /// Uploads an object in parts, [`PARTS_IN_FLIGHT`] at once.
-    async fn put_parts(&self, path: &StorePath, data: &[u8]) -> object_store::Result<()> {
+    async fn put_parts(&self, path: &StorePath, data: &PutPayload) -> object_store::Result<()> {
         let upload = self.store.put_multipart(path).await?;
         let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        for part in data.chunks(PART_SIZE) {
-            w.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-            w.write(part);
+        for piece in data.iter() {
+            for part in piece.chunks(PART_SIZE) {
+                w.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                w.write(part);
+            }
         }
         w.finish().await.map(|_| ())
     }
@@ -440,11 +443,92 @@ impl S3Backend {
         }
     }
 
+    /// Writes one object: in parts when large, else with one conditional `PUT`.
+    fn put_payload(
+        &self,
+        kind: FileKind,
+        name: &str,
+        payload: PutPayload,
+        len: usize,
+    ) -> Result<()> {
+        let key = self.key(kind, name);
+        let path = StorePath::from(key.as_str());
+        if len > self.multipart_from && kind == FileKind::Pack {
+            // Parts cannot be conditional everywhere; a pack's name is the hash of its
+            // bytes, so writing it twice writes the same bytes.
+            self.count(2 + len.div_ceil(PART_SIZE) as u64);
+            return self
+                .block_on(self.put_parts(&path, &payload))
+                .map_err(|e| self.fail("write", &key, e));
+        }
+        loop {
+            let mode = self.put_mode(kind);
+            let conditional = matches!(mode, PutMode::Create);
+            self.count(1);
+            let r = self.block_on(self.store.put_opts(
+                &path,
+                payload.clone(),
+                PutOptions::from(mode),
+            ));
+            return match r {
+                Ok(_) => Ok(()),
+                // The file is there already: under a content name (or a random one this
+                // writer chose), that is this write, done before (a retried request).
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) if conditional => Ok(()),
+                Err(e) if conditional && http_status(&e.to_string()) == Some(501) => {
+                    self.conditional.store(false, Ordering::Relaxed);
+                    continue;
+                }
+                Err(e) => Err(self.fail("write", &key, e)),
+            };
+        }
+    }
+
     /// Tests: upload in parts from `n` bytes on.
     #[cfg(test)]
     fn multipart_from(mut self, n: usize) -> Self {
         self.multipart_from = n;
         self
+    }
+}
+
+/// A file of [`S3Backend::create`]: its bytes, uploaded whole at commit.
+struct S3File<'b> {
+    backend: &'b S3Backend,
+    kind: FileKind,
+    buf: Vec<u8>,
+}
+
+impl NewFile for S3File<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// As [`Backend::put_checked`]: written, then its length confirmed by a `HEAD`.
+    fn commit(self: Box<Self>, name: &str) -> Result<()> {
+        let len = self.buf.len();
+        let payload = PutPayload::from(self.buf);
+        let mut kept = None;
+        for _ in 0..super::PUT_ATTEMPTS {
+            self.backend
+                .put_payload(self.kind, name, payload.clone(), len)?;
+            kept = self.backend.stat(self.kind, name)?;
+            if kept == Some(len as u64) {
+                return Ok(());
+            }
+        }
+        let _ = self.backend.delete(self.kind, name);
+        Err(Error::io(
+            self.backend.key(self.kind, name),
+            std::io::Error::other(format!(
+                "the store acknowledged {len} bytes but kept {}; check the store for faults",
+                kept.map_or_else(|| "none".to_string(), |k| k.to_string())
+            )),
+        ))
     }
 }
 
@@ -471,40 +555,22 @@ fn one_line(text: &str) -> String {
 
 impl Backend for S3Backend {
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        let key = self.key(kind, name);
-        let path = StorePath::from(key.as_str());
-        if data.len() > self.multipart_from && kind == FileKind::Pack {
-            // Parts cannot be conditional everywhere; a pack's name is the hash of its
-            // bytes, so writing it twice writes the same bytes.
-            self.count(2 + data.len().div_ceil(PART_SIZE) as u64);
-            return self
-                .block_on(self.put_parts(&path, data))
-                .map_err(|e| self.fail("write", &key, e));
-        }
-        loop {
-            let mode = self.put_mode(kind);
-            let conditional = matches!(mode, PutMode::Create);
-            self.count(1);
-            let r = self.block_on(self.store.put_opts(
-                &path,
-                PutPayload::from(data.to_vec()),
-                PutOptions::from(mode),
-            ));
-            return match r {
-                Ok(_) => Ok(()),
-                // The file is there already: under a content name (or a random one this
-                // writer chose), that is this write, done before (a retried request).
-                Err(
-                    object_store::Error::AlreadyExists { .. }
-                    | object_store::Error::Precondition { .. },
-                ) if conditional => Ok(()),
-                Err(e) if conditional && http_status(&e.to_string()) == Some(501) => {
-                    self.conditional.store(false, Ordering::Relaxed);
-                    continue;
-                }
-                Err(e) => Err(self.fail("write", &key, e)),
-            };
-        }
+        self.put_payload(kind, name, PutPayload::from(data.to_vec()), data.len())
+    }
+
+    /// A pack is gathered in memory and handed to object_store without a copy at commit
+    /// (so a pack in flight costs its size once, not twice); object_store retries its
+    /// requests, so the retrying decorator forwards these writes untouched.
+    fn create(&self, kind: FileKind) -> Result<Box<dyn NewFile + '_>> {
+        Ok(Box::new(S3File {
+            backend: self,
+            kind,
+            buf: Vec::new(),
+        }))
+    }
+
+    fn streams(&self) -> bool {
+        true
     }
 
     fn uploads(&self) -> usize {

@@ -54,7 +54,10 @@ impl TreePacks {
         let Some(range) = bytes.get(offset as usize..end as usize) else {
             return Err(Error::corrupt(
                 format!("pack {pack}"),
-                format!("short read at {offset}+{len}: the pack has {} bytes", bytes.len()),
+                format!(
+                    "short read at {offset}+{len}: the pack has {} bytes",
+                    bytes.len()
+                ),
             ));
         };
         let wanted = range.to_vec();
@@ -119,16 +122,28 @@ mod tests {
         assert_eq!(t.read(&m, &id, 5, 4, false).unwrap(), b"pack");
         let gets = m.gets.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(t.read(&m, &id, 0, 4, false).unwrap(), b"tree");
-        assert_eq!(m.gets.load(std::sync::atomic::Ordering::Relaxed), gets, "the second read is local");
+        assert_eq!(
+            m.gets.load(std::sync::atomic::Ordering::Relaxed),
+            gets,
+            "the second read is local"
+        );
         assert_eq!(t.read(&m, &id, 0, 4, true).unwrap(), b"tree");
-        assert_eq!(m.gets.load(std::sync::atomic::Ordering::Relaxed), gets + 1, "a fresh read fetches again");
+        assert_eq!(
+            m.gets.load(std::sync::atomic::Ordering::Relaxed),
+            gets + 1,
+            "a fresh read fetches again"
+        );
         assert!(t.read(&m, &id, 10, 100, true).is_err(), "a short pack");
         // Bytes that do not hash to the name are served (the blob's seal decides) but not kept.
         let other = PackId([7; 32]);
-        m.put(FileKind::Pack, &other.to_hex(), b"not its hash").unwrap();
+        m.put(FileKind::Pack, &other.to_hex(), b"not its hash")
+            .unwrap();
         assert_eq!(t.read(&m, &other, 0, 3, false).unwrap(), b"not");
         assert!(!t.path(&other).exists());
         t.retain(|p| *p != id);
-        assert!(!t.path(&id).exists(), "copies of packs gone from the index are removed");
+        assert!(
+            !t.path(&id).exists(),
+            "copies of packs gone from the index are removed"
+        );
     }
 }
