@@ -420,6 +420,14 @@ mod tests {
     }
 
     #[test]
+    fn retries_ride_out_injected_faults() {
+        let d = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(d.path());
+        b.create_layout().unwrap();
+        super::super::rides_out_faults(b);
+    }
+
+    #[test]
     fn a_rest_servers_folder_opens_with_restics_names() {
         let d = tempfile::tempdir().unwrap();
         for sub in ["data/ab", "locks", "keys", "snapshots", "index"] {

@@ -74,4 +74,9 @@ mod tests {
     fn conformance() {
         super::super::conformance(&super::MemoryBackend::default());
     }
+
+    #[test]
+    fn retries_ride_out_injected_faults() {
+        super::super::rides_out_faults(super::MemoryBackend::default());
+    }
 }

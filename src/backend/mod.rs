@@ -279,6 +279,37 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
 }
 
+/// Under injected faults (failed writes and reads, writes cut short and reported done) the
+/// retrying decorator and `put_checked` still store and read back every file: run against
+/// every backend.
+#[cfg(test)]
+pub(crate) fn rides_out_faults<B: Backend>(inner: B) {
+    use std::sync::atomic::Ordering;
+    let faults = faulty::Faults {
+        fail_write: 200_000,
+        fail_read: 200_000,
+        short_write: 150_000,
+        ..faulty::Faults::default()
+    };
+    let f = faulty::FaultyBackend::new(inner, 11, faults);
+    let r = RetryBackend::new(f, 12, std::time::Duration::ZERO);
+    for i in 0..30usize {
+        let name = format!("{i:064x}");
+        let data = vec![i as u8; 1000 + i];
+        r.put_checked(FileKind::Index, &name, &data).unwrap();
+        assert_eq!(r.get(FileKind::Index, &name).unwrap(), data);
+        assert_eq!(
+            r.get_range(FileKind::Index, &name, 10, 5).unwrap(),
+            &data[10..15]
+        );
+    }
+    assert!(
+        r.retries.load(Ordering::Relaxed) > 0,
+        "no fault was injected"
+    );
+    assert_eq!(r.list(FileKind::Index).unwrap().len(), 30);
+}
+
 /// A conformance suite every backend must pass.
 #[cfg(test)]
 pub(crate) fn conformance(b: &dyn Backend) {

@@ -415,6 +415,16 @@ mod against_rclone {
     }
 
     #[test]
+    fn retries_ride_out_injected_faults_on_rclone() {
+        let Some(s) = Rclone::start(false) else {
+            return;
+        };
+        let b = RestBackend::new(&s.url).unwrap();
+        b.create_repository().unwrap();
+        crate::backend::rides_out_faults(b);
+    }
+
+    #[test]
     fn an_append_only_server_takes_new_files_and_refuses_deletes_clearly() {
         let Some(s) = Rclone::start(true) else {
             return;

@@ -473,11 +473,18 @@ impl S3Backend {
             return match r {
                 Ok(_) => Ok(()),
                 // The file is there already: under a content name (or a random one this
-                // writer chose), that is this write, done before (a retried request).
+                // writer chose), that is this write, done before (a retried request) —
+                // unless it is a strict prefix of these bytes, a write cut short, which this
+                // one replaces. Anything else stays as it is.
                 Err(
                     object_store::Error::AlreadyExists { .. }
                     | object_store::Error::Precondition { .. },
-                ) if conditional => Ok(()),
+                ) if conditional => match self.stat(kind, name)? {
+                    Some(n) if n < len as u64 && is_prefix(&self.get(kind, name)?, &payload) => {
+                        self.overwrite(&key, &path, payload)
+                    }
+                    _ => Ok(()),
+                },
                 Err(e) if conditional && http_status(&e.to_string()) == Some(501) => {
                     self.conditional.store(false, Ordering::Relaxed);
                     continue;
@@ -485,6 +492,16 @@ impl S3Backend {
                 Err(e) => Err(self.fail("write", &key, e)),
             };
         }
+    }
+
+    fn overwrite(&self, key: &str, path: &StorePath, payload: PutPayload) -> Result<()> {
+        self.count(1);
+        self.block_on(
+            self.store
+                .put_opts(path, payload, PutOptions::from(PutMode::Overwrite)),
+        )
+        .map(|_| ())
+        .map_err(|e| self.fail("write", key, e))
     }
 
     /// Tests: upload in parts from `n` bytes on.
@@ -530,6 +547,22 @@ impl NewFile for S3File<'_> {
             )),
         ))
     }
+}
+
+/// True when `head` is the start of the payload's bytes.
+fn is_prefix(head: &[u8], payload: &PutPayload) -> bool {
+    let mut rest = head;
+    for piece in payload.iter() {
+        let n = rest.len().min(piece.len());
+        if rest[..n] != piece[..n] {
+            return false;
+        }
+        rest = &rest[n..];
+        if rest.is_empty() {
+            return true;
+        }
+    }
+    rest.is_empty()
 }
 
 /// The S3 error code in a message that carries the store's XML answer.
@@ -809,6 +842,9 @@ mod against_seaweed {
         // A second write under the name is taken as done: the first stays.
         b.put(FileKind::Index, "i1", b"second").unwrap();
         assert_eq!(b.get(FileKind::Index, "i1").unwrap(), b"first");
+        // But a write cut short (a prefix of the bytes) is replaced by the whole.
+        b.put(FileKind::Index, "i1", b"first and more").unwrap();
+        assert_eq!(b.get(FileKind::Index, "i1").unwrap(), b"first and more");
         b.put(FileKind::Session, "s1", b"one").unwrap();
         b.put(FileKind::Session, "s1", b"two").unwrap();
         assert_eq!(b.get(FileKind::Session, "s1").unwrap(), b"two");
@@ -828,6 +864,13 @@ mod against_seaweed {
             b.get_range(FileKind::Pack, &name, at, 10).unwrap(),
             &big[at as usize..at as usize + 10]
         );
+    }
+
+    #[test]
+    fn retries_ride_out_injected_faults_on_seaweedfs() {
+        let Some(s) = seaweed::shared() else { return };
+        let bucket = s.bucket();
+        crate::backend::rides_out_faults(backend_at(&s.url(&bucket, "r"), SECRET_KEY, 2));
     }
 
     #[test]
