@@ -93,6 +93,13 @@ fn every_command_works_on_a_bucket() {
     restored_equal(&e, &url, &src, "out");
     assert!(ok(&e, &url, &["check", "--read-data"]).contains("no errors found"));
     assert!(ok(&e, &url, &["check", "--read-data-subset", "1/2"]).contains("no errors found"));
+    // The ledger of proofs: a second run within the age reads nothing again.
+    assert!(ok(&e, &url, &["check", "--max-age", "30d"]).contains("no errors found"));
+    let again = ok(&e, &url, &["--json", "check", "--max-age", "30d"]);
+    assert!(
+        again.contains("\"packs_read\":0") || again.contains("\"packs_read\": 0"),
+        "{again}"
+    );
     let snaps: serde_json::Value =
         serde_json::from_str(&ok(&e, &url, &["--json", "snapshots"])).unwrap();
     let id = |i: usize| snaps[i]["id"].as_str().unwrap().to_string();
@@ -495,4 +502,49 @@ fn an_unchanged_snapshot_costs_a_few_requests_however_many_directories() {
         .filter(|l| l.starts_with("GET") && l.contains("/packs/"))
         .count();
     assert!(all >= 1 && some < all, "{some} of {all}");
+}
+
+#[test]
+fn a_bucket_mounts_and_reads_back() {
+    if !std::path::Path::new("/dev/fuse").exists() || !common::is_root() {
+        eprintln!("skipped: /dev/fuse is absent or this is not root, so nothing can be mounted");
+        return;
+    }
+    let Some(s) = seaweed::shared() else { return };
+    let e = Env::bare();
+    let bucket = s.bucket();
+    let url = s.url(&bucket, "repo");
+    init(&e, &url, &[]);
+    let src = source(&e);
+    ok(&e, &url, &["snapshot", src.to_str().unwrap()]);
+    let at = e.path("mnt");
+    fs::create_dir_all(&at).unwrap();
+    let mut child = cmd(&e, &url, &["mount", at.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !at.join("latest").exists() {
+        if t.elapsed() > Duration::from_secs(30) || child.try_wait().unwrap().is_some() {
+            let _ = Command::new("umount").arg("-l").arg(&at).status();
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "mount did not come up: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let inside = at.join("latest").join(src.strip_prefix("/").unwrap());
+    let read = (
+        fs::read(inside.join("big")),
+        fs::read(inside.join("d/small")),
+    );
+    let _ = Command::new("umount").arg(&at).status();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(read.0.unwrap() == fs::read(src.join("big")).unwrap());
+    assert_eq!(read.1.unwrap(), b"small");
 }
