@@ -548,3 +548,84 @@ fn a_bucket_mounts_and_reads_back() {
     assert!(read.0.unwrap() == fs::read(src.join("big")).unwrap());
     assert_eq!(read.1.unwrap(), b"small");
 }
+
+/// The repository's objects, through cairn's own S3 client (the store's view, for damage).
+fn store_of(s: &Seaweed, bucket: &str, prefix: &str) -> cairn::backend::S3Backend {
+    let l =
+        cairn::backend::S3Location::parse(s.url(bucket, prefix).strip_prefix("s3:").unwrap(), None)
+            .unwrap();
+    let c = cairn::backend::S3Credentials {
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+        session_token: None,
+        region: None,
+    };
+    cairn::backend::S3Backend::with(l, c, 2).unwrap()
+}
+
+#[test]
+fn damage_in_the_bucket_is_named_and_never_restored() {
+    use cairn::backend::{Backend, FileKind};
+    let Some(s) = seaweed::shared() else { return };
+    for (kind, how) in [
+        (FileKind::Pack, "flip"),
+        (FileKind::Pack, "truncate"),
+        (FileKind::Pack, "delete"),
+        (FileKind::Index, "flip"),
+        (FileKind::Snapshot, "flip"),
+    ] {
+        let e = Env::bare();
+        let bucket = s.bucket();
+        let url = s.url(&bucket, "repo");
+        init(&e, &url, &[]);
+        let src = source(&e);
+        ok(&e, &url, &["snapshot", src.to_str().unwrap()]);
+        let store = store_of(s, &bucket, "repo");
+        // The largest pack holds the data; index and snapshot files are one each.
+        let (name, size) = store
+            .list(kind)
+            .unwrap()
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .unwrap();
+        let mut bytes = store.get(kind, &name).unwrap();
+        store.delete(kind, &name).unwrap();
+        match how {
+            "flip" => {
+                let at = bytes.len() / 2;
+                bytes[at] ^= 0x10;
+                store.put(kind, &name, &bytes).unwrap();
+            }
+            "truncate" => store.put(kind, &name, &bytes[..size as usize / 2]).unwrap(),
+            _ => {}
+        }
+        let o = on(&e, &url, &["check", "--read-data"]);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_ne!(o.status.code(), Some(0), "{kind:?} {how}: {said}");
+        assert!(
+            said.contains(&name[..8]),
+            "{kind:?} {how} names the file: {said}"
+        );
+        // A restore fails, and what it wrote is intact.
+        let out = e.path("out");
+        let o = on(
+            &e,
+            &url,
+            &["restore", "latest", "--target", out.to_str().unwrap()],
+        );
+        let restored = out.join(src.strip_prefix("/").unwrap());
+        for (file, want) in common::files(&src) {
+            if let Ok(got) = fs::read(restored.join(&file)) {
+                assert!(got == want, "{kind:?} {how}: {file} restored wrong");
+            }
+        }
+        assert!(
+            !o.status.success(),
+            "{kind:?} {how}: a restore of damaged data reports it"
+        );
+    }
+}
