@@ -46,7 +46,7 @@ use crate::repo::Repository;
 use crate::repo::blob::open_blob;
 use crate::source::fs::to_ns;
 use crate::tree::{Node, NodeKind};
-use plan::{Place, Planner};
+use plan::{Coalesce, Place, Planner};
 
 /// What to do with files that already exist in the target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -627,7 +627,12 @@ impl Restorer<'_> {
             }
         }
         // Read each run once, open and prove its blobs, write them where they go.
-        planner.runs().par_iter().for_each(|run| {
+        let coalesce = if self.repo.is_local() {
+            Coalesce::LOCAL
+        } else {
+            Coalesce::REMOTE
+        };
+        planner.runs(coalesce).par_iter().for_each(|run| {
             let sealed = self.repo.backend().get_range(
                 FileKind::Pack,
                 &run.pack.to_hex(),

@@ -8,11 +8,28 @@ use crate::id::{BlobId, PackId};
 use crate::repo::blob::BlobType;
 use crate::repo::cache::BlobLocation;
 
-/// Two needed blobs of a pack closer than this are read in one request (the gap is read and
-/// dropped): one larger read beats two round trips.
-const MAX_GAP: u64 = 256 << 10;
-/// A run grows no longer than this (a single larger blob still makes a run of its own).
-const MAX_RUN: u64 = 8 << 20;
+/// How reads of one pack are coalesced: two needed blobs closer than `max_gap` are read in one
+/// request (the gap is read and dropped: one larger read beats two round trips), and a run
+/// grows no longer than `max_run` (a single larger blob still makes a run of its own).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Coalesce {
+    pub(super) max_gap: u64,
+    pub(super) max_run: u64,
+}
+
+impl Coalesce {
+    /// On a disk: short runs, a small gap.
+    pub(super) const LOCAL: Coalesce = Coalesce {
+        max_gap: 256 << 10,
+        max_run: 8 << 20,
+    };
+    /// On a server, where a request costs a round trip (and on object storage, money): up
+    /// to a whole 32 MiB pack in one ranged GET, gaps up to 1 MiB read through.
+    pub(super) const REMOTE: Coalesce = Coalesce {
+        max_gap: 1 << 20,
+        max_run: 32 << 20,
+    };
+}
 
 /// Where a blob's plaintext goes: file `file` of the batch, at byte `offset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +85,7 @@ impl Planner {
     }
 
     /// The reads, ordered by pack and offset.
-    pub(super) fn runs(self) -> Vec<Run> {
+    pub(super) fn runs(self, c: Coalesce) -> Vec<Run> {
         let mut packs: Vec<_> = self.packs.into_iter().collect();
         packs.sort_by_key(|(p, _)| *p);
         let mut runs = Vec::new();
@@ -80,8 +97,8 @@ impl Planner {
                 let end = n.offset + n.length;
                 match &mut cur {
                     Some(r)
-                        if n.offset <= r.start + r.len + MAX_GAP
-                            && end.max(r.start + r.len) - r.start <= MAX_RUN =>
+                        if n.offset <= r.start + r.len + c.max_gap
+                            && end.max(r.start + r.len) - r.start <= c.max_run =>
                     {
                         r.len = end.max(r.start + r.len) - r.start;
                         r.needs.push(n);
@@ -143,7 +160,7 @@ mod tests {
                 offset: 6 << 20,
             },
         );
-        let runs = p.runs();
+        let runs = p.runs(Coalesce::LOCAL);
         let shape: Vec<(u8, u64, u64, usize)> = runs
             .iter()
             .map(|r| (r.pack.0[0], r.start, r.len, r.needs.len()))
@@ -158,6 +175,20 @@ mod tests {
             ]
         );
         assert_eq!(runs[0].needs[1].places.len(), 2);
+        // On a server, runs grow to a whole pack: pack 2 is one read.
+        let mut q = Planner::default();
+        q.add(id(4), &loc(2, 0, 6 << 20), Place { file: 2, offset: 0 });
+        q.add(
+            id(5),
+            &loc(2, (6 << 20) + (512 << 10), 6 << 20),
+            Place {
+                file: 2,
+                offset: 6 << 20,
+            },
+        );
+        let remote = q.runs(Coalesce::REMOTE);
+        assert_eq!(remote.len(), 1);
+        assert_eq!(remote[0].len, (12 << 20) + (512 << 10));
         for r in &runs {
             for n in &r.needs {
                 assert!(n.offset >= r.start && n.offset + n.length <= r.start + r.len);
