@@ -263,7 +263,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     // Snapshots and their trees.
     let mut proven: HashSet<BlobId> = HashSet::new();
     for sid in repo.snapshot_ids()? {
-        let snap = match repo.load_snapshot(&sid) {
+        let snap = match repo.load_snapshot_from_store(&sid) {
             Ok(s) => s,
             Err(e) => {
                 err(&mut rep, format!("snapshot {sid}"), e.to_string());

@@ -8,11 +8,11 @@ pub mod blob;
 pub mod cache;
 pub mod config;
 pub mod index;
+pub mod localcopy;
 pub mod pack;
 pub mod saver;
 pub mod session;
 pub mod snapshot;
-pub mod treecache;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -134,7 +134,9 @@ pub struct Repository {
     damaged_index: Mutex<Vec<String>>,
     warn: Box<dyn Fn(&str) + Send + Sync>,
     /// Local copies of tree packs, for a repository on a server (`None` on a disk).
-    trees: Option<treecache::TreePacks>,
+    trees: Option<localcopy::TreePacks>,
+    /// Local copies of snapshot files, likewise.
+    snapshot_copies: Option<localcopy::SnapshotFiles>,
 }
 
 /// The user and host names recorded in keys and snapshots.
@@ -370,7 +372,10 @@ impl Repository {
             damaged_index: Mutex::new(Vec::new()),
             warn: Box::new(|_| {}),
             trees: is_remote(root)
-                .then(|| treecache::TreePacks::new(cache_dir.join(&config_id).join("trees"))),
+                .then(|| localcopy::TreePacks::new(cache_dir.join(&config_id).join("trees"))),
+            snapshot_copies: is_remote(root).then(|| {
+                localcopy::SnapshotFiles::new(cache_dir.join(&config_id).join("snapshots"))
+            }),
         };
         repo.sync_index()?;
         Ok(repo)
@@ -666,17 +671,31 @@ impl Repository {
         self.backend.delete(FileKind::Snapshot, &id.to_hex())
     }
 
-    /// Reads and verifies one snapshot file.
+    /// Reads and verifies one snapshot file (on a server, from its local copy when intact).
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let what = || format!("snapshot {id}");
+        let bytes = match &self.snapshot_copies {
+            Some(c) => c.get(self.backend.as_ref(), &id.to_hex(), &id.0)?,
+            None => self.backend.get(FileKind::Snapshot, &id.to_hex())?,
+        };
+        self.decode_snapshot(id, &bytes)
+    }
+
+    /// Reads and verifies one snapshot file from the store itself, never a local copy: what
+    /// `check` proves.
+    pub fn load_snapshot_from_store(&self, id: &SnapshotId) -> Result<Snapshot> {
         let bytes = self.backend.get(FileKind::Snapshot, &id.to_hex())?;
-        if file_hash(&bytes) != id.0 {
+        self.decode_snapshot(id, &bytes)
+    }
+
+    fn decode_snapshot(&self, id: &SnapshotId, bytes: &[u8]) -> Result<Snapshot> {
+        let what = || format!("snapshot {id}");
+        if file_hash(bytes) != id.0 {
             return Err(Error::corrupt(
                 what(),
                 "content does not match its name (bit rot or tampering)",
             ));
         }
-        let plain = blob::open_file(&self.key, SNAPSHOT_AAD, &bytes, MAX_FILE_PLAINTEXT)
+        let plain = blob::open_file(&self.key, SNAPSHOT_AAD, bytes, MAX_FILE_PLAINTEXT)
             .map_err(|e| Error::corrupt(what(), e))?;
         Snapshot::decode(&plain).map_err(|e| Error::corrupt(what(), e))
     }
@@ -696,7 +715,13 @@ impl Repository {
     /// reports it as an error).
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut v = Vec::new();
-        for id in self.snapshot_ids()? {
+        let ids = self.snapshot_ids()?;
+        if let Some(c) = &self.snapshot_copies {
+            let listed: std::collections::HashSet<String> =
+                ids.iter().map(|i| i.to_hex()).collect();
+            c.retain(|n| listed.contains(n));
+        }
+        for id in ids {
             match self.load_snapshot(&id) {
                 Ok(s) => v.push((id, s)),
                 Err(e @ Error::Corrupt { .. }) => (self.warn)(&format!("{e}; skipped")),

@@ -1,4 +1,4 @@
-//! Local copies of tree packs, for repositories on a server.
+//! Local copies of tree packs and snapshot files, for repositories on a server.
 //!
 //! A snapshot compares every directory with its parent's tree, a restore and a `check` walk
 //! every tree: on a server that would be one ranged GET per directory (860 requests for an
@@ -8,6 +8,11 @@
 //! sealed there as in the repository, and each blob is still authenticated when it is opened.
 //! Copies of packs the index no longer lists (after a prune) are removed when the index is
 //! synced.
+//!
+//! Snapshot files are read whole to find a parent or `latest`: one GET per snapshot at every
+//! run. They never change (named by their hash), so each is fetched once, kept under
+//! `snapshots/`, checked against its name when read, and removed once a listing no longer
+//! shows it (after a `forget`).
 
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -64,23 +69,9 @@ impl TreePacks {
         // Kept only when whole and intact: a pack is named by the hash of its bytes.
         if crate::id::file_hash(&bytes) == pack.0 {
             // A full or read-only cache only costs the requests it would have saved.
-            let _ = self.keep(&path, &bytes);
+            let _ = keep(&path, &bytes);
         }
         Ok(wanted)
-    }
-
-    /// Writes a copy atomically (temporary file, rename), so a reader never sees part of one.
-    fn keep(&self, path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-        let dir = path.parent().expect("invariant: a pack path has a folder");
-        std::fs::create_dir_all(dir)?;
-        let mut r = [0u8; 8];
-        crate::crypto::random_bytes(&mut r);
-        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), hex::encode(r)));
-        let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
     }
 
     /// Removes the copies of packs for which `listed` is false.
@@ -104,6 +95,63 @@ impl TreePacks {
             }
         }
     }
+}
+
+/// The cache folder of snapshot files (`CACHE/REPO-ID/snapshots/`).
+pub struct SnapshotFiles {
+    dir: PathBuf,
+}
+
+impl SnapshotFiles {
+    /// Snapshot files kept under `dir`.
+    pub fn new(dir: PathBuf) -> SnapshotFiles {
+        SnapshotFiles { dir }
+    }
+
+    /// The bytes of snapshot file `name`, whose hash is `hash`: the local copy when it is
+    /// intact, else the server's (kept for next time when it is intact).
+    pub fn get(&self, backend: &dyn Backend, name: &str, hash: &[u8; 32]) -> Result<Vec<u8>> {
+        let path = self.dir.join(name);
+        if let Ok(b) = std::fs::read(&path) {
+            if crate::id::file_hash(&b) == *hash {
+                return Ok(b);
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        let bytes = backend.get(FileKind::Snapshot, name)?;
+        if crate::id::file_hash(&bytes) == *hash {
+            let _ = keep(&path, &bytes);
+        }
+        Ok(bytes)
+    }
+
+    /// Removes the copies of snapshot files a listing no longer shows.
+    pub fn retain(&self, listed: impl Fn(&str) -> bool) {
+        let Ok(files) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for f in files.flatten() {
+            if !f.file_name().to_str().is_some_and(&listed) {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+}
+
+/// Writes a copy atomically (temporary file, rename), so a reader never sees part of one.
+fn keep(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .expect("invariant: a cached file has a folder");
+    std::fs::create_dir_all(dir)?;
+    let mut r = [0u8; 8];
+    crate::crypto::random_bytes(&mut r);
+    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), hex::encode(r)));
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
@@ -145,5 +193,29 @@ mod tests {
             !t.path(&id).exists(),
             "copies of packs gone from the index are removed"
         );
+    }
+
+    #[test]
+    fn a_snapshot_file_is_fetched_once_and_a_bad_copy_again() {
+        let d = tempfile::tempdir().unwrap();
+        let f = SnapshotFiles::new(d.path().join("snapshots"));
+        let m = MemoryBackend::default();
+        let bytes = b"sealed snapshot".to_vec();
+        let hash = crate::id::file_hash(&bytes);
+        let name = hex::encode(hash);
+        m.put(FileKind::Snapshot, &name, &bytes).unwrap();
+        let gets = || m.gets.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(f.get(&m, &name, &hash).unwrap(), bytes);
+        assert_eq!(f.get(&m, &name, &hash).unwrap(), bytes);
+        assert_eq!(gets(), 1, "the second read is local");
+        std::fs::write(d.path().join("snapshots").join(&name), b"rotten").unwrap();
+        assert_eq!(f.get(&m, &name, &hash).unwrap(), bytes);
+        assert_eq!(
+            gets(),
+            2,
+            "a copy that does not match its name is fetched again"
+        );
+        f.retain(|n| n != name);
+        assert!(!d.path().join("snapshots").join(&name).exists());
     }
 }
