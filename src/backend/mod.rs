@@ -106,24 +106,7 @@ pub trait Backend: Send + Sync {
     /// pack stand in no index. Every repository write but session refreshes goes through here
     /// (a streamed pack through its `commit`).
     fn put_checked(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        let mut kept = None;
-        for _ in 0..PUT_ATTEMPTS {
-            self.put(kind, name, data)?;
-            kept = self.stat(kind, name)?;
-            if kept == Some(data.len() as u64) {
-                return Ok(());
-            }
-        }
-        let _ = self.delete(kind, name);
-        Err(crate::Error::io(
-            kind.rel_path(name),
-            std::io::Error::other(format!(
-                "the store acknowledged {} bytes but kept {} ({PUT_ATTEMPTS} attempts; the \
-                 file was removed); check the storage for faults before the next run",
-                data.len(),
-                kept.map_or_else(|| "none".to_string(), |k| k.to_string()),
-            )),
-        ))
+        write_checked(self, kind, name, data.len(), || self.put(kind, name, data))
     }
     /// Reads a whole file. A missing file is `Error::Missing`.
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
@@ -176,6 +159,35 @@ pub trait NewFile: Send {
     fn write(&mut self, data: &[u8]) -> Result<()>;
     /// Makes the file durable under `name`, atomically, as `put` does.
     fn commit(self: Box<Self>, name: &str) -> Result<()>;
+}
+
+/// The body of [`Backend::put_checked`], for a write of `len` bytes made by `put`: written,
+/// then its length confirmed by `stat`, again up to [`PUT_ATTEMPTS`] times, and removed when
+/// it never was.
+pub(crate) fn write_checked<B: Backend + ?Sized>(
+    b: &B,
+    kind: FileKind,
+    name: &str,
+    len: usize,
+    mut put: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    let mut kept = None;
+    for _ in 0..PUT_ATTEMPTS {
+        put()?;
+        kept = b.stat(kind, name)?;
+        if kept == Some(len as u64) {
+            return Ok(());
+        }
+    }
+    let _ = b.delete(kind, name);
+    Err(crate::Error::io(
+        kind.rel_path(name),
+        std::io::Error::other(format!(
+            "the store acknowledged {len} bytes but kept {} ({PUT_ATTEMPTS} attempts; the file \
+             was removed); check the storage for faults before the next run",
+            kept.map_or_else(|| "none".to_string(), |k| k.to_string()),
+        )),
+    ))
 }
 
 /// [`NewFile`] for backends without streaming writes: buffered, then one `put`.

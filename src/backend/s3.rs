@@ -529,23 +529,10 @@ impl NewFile for S3File<'_> {
     fn commit(self: Box<Self>, name: &str) -> Result<()> {
         let len = self.buf.len();
         let payload = PutPayload::from(self.buf);
-        let mut kept = None;
-        for _ in 0..super::PUT_ATTEMPTS {
-            self.backend
-                .put_payload(self.kind, name, payload.clone(), len)?;
-            kept = self.backend.stat(self.kind, name)?;
-            if kept == Some(len as u64) {
-                return Ok(());
-            }
-        }
-        let _ = self.backend.delete(self.kind, name);
-        Err(Error::io(
-            self.backend.key(self.kind, name),
-            std::io::Error::other(format!(
-                "the store acknowledged {len} bytes but kept {}; check the store for faults",
-                kept.map_or_else(|| "none".to_string(), |k| k.to_string())
-            )),
-        ))
+        let b = self.backend;
+        super::write_checked(b, self.kind, name, len, || {
+            b.put_payload(self.kind, name, payload.clone(), len)
+        })
     }
 }
 
