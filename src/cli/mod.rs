@@ -45,7 +45,7 @@ struct Cli {
         value_name = "FILE"
     )]
     config: Option<PathBuf>,
-    /// Repository path [default: ~/.local/share/cairn/repo]
+    /// Repository: a folder, rest:http(s)://[user:pass@]host:port/path or s3:[http(s)://]host[:port]/bucket[/prefix] [default: ~/.local/share/cairn/repo]
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     repo: Option<PathBuf>,
     /// Read the password from this file (first line). Also: env CAIRN_PASSWORD,
