@@ -190,6 +190,31 @@ pub(crate) fn write_checked<B: Backend + ?Sized>(
     ))
 }
 
+/// The listing of `config` on a server that lists only folders: one `stat`.
+pub(crate) fn list_config<B: Backend + ?Sized>(b: &B) -> Result<Vec<(String, u64)>> {
+    Ok(b.stat(FileKind::Config, "config")?
+        .map(|n| vec![("config".to_string(), n)])
+        .unwrap_or_default())
+}
+
+/// `data`, read at `offset` for `len` bytes, when the store gave all of them; else the
+/// short read as corruption of the file.
+pub(crate) fn whole_range(
+    kind: FileKind,
+    name: &str,
+    offset: u64,
+    len: u64,
+    data: Vec<u8>,
+) -> Result<Vec<u8>> {
+    if data.len() as u64 != len {
+        return Err(crate::Error::corrupt(
+            kind.rel_path(name),
+            format!("short read at {offset}+{len}: {} bytes", data.len()),
+        ));
+    }
+    Ok(data)
+}
+
 /// [`NewFile`] for backends without streaming writes: buffered, then one `put`.
 struct BufferedFile<'b, B: Backend + ?Sized> {
     backend: &'b B,

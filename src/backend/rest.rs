@@ -233,21 +233,12 @@ impl Backend for RestBackend {
         } else {
             body
         };
-        if data.len() as u64 != len {
-            return Err(Error::corrupt(
-                kind.rel_path(name),
-                format!("short read at {offset}+{len}: {} bytes", data.len()),
-            ));
-        }
-        Ok(data)
+        super::whole_range(kind, name, offset, len, data)
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         if kind == FileKind::Config {
-            return Ok(self
-                .stat(kind, "config")?
-                .map(|n| vec![("config".to_string(), n)])
-                .unwrap_or_default());
+            return super::list_config(self);
         }
         let path = format!("/{}/", Self::kind_dir(kind));
         let mut r = self

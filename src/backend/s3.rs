@@ -222,7 +222,7 @@ pub struct S3Backend {
     multipart_from: usize,
     /// Uploads in flight at once ([`Backend::uploads`]).
     connections: usize,
-    /// Requests sent, for tests and benchmarks (a multipart upload counts its parts).
+    /// Requests sent, for tests (a multipart upload counts its parts).
     pub requests: AtomicU64,
 }
 
@@ -623,7 +623,10 @@ impl Backend for S3Backend {
             }
             // A range past the end (416, or object_store's own check of the answer).
             Err(e)
-                if http_status(&e.to_string()) == Some(416) || e.to_string().contains("range") =>
+                if match http_status(&e.to_string()) {
+                    Some(s) => s == 416,
+                    None => e.to_string().contains("range"),
+                } =>
             {
                 return Err(Error::corrupt(
                     kind.rel_path(name),
@@ -632,21 +635,12 @@ impl Backend for S3Backend {
             }
             Err(e) => return Err(self.fail("read", &key, e)),
         };
-        if data.len() as u64 != len {
-            return Err(Error::corrupt(
-                kind.rel_path(name),
-                format!("short read at {offset}+{len}: {} bytes", data.len()),
-            ));
-        }
-        Ok(data)
+        super::whole_range(kind, name, offset, len, data)
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         if kind == FileKind::Config {
-            return Ok(self
-                .stat(kind, "config")?
-                .map(|n| vec![("config".to_string(), n)])
-                .unwrap_or_default());
+            return super::list_config(self);
         }
         let dir = self.under(kind.dir());
         let prefix = StorePath::from(dir.as_str());
