@@ -2,12 +2,15 @@
 //! truncated, deleted, or swapped with another of its kind. Each case asserts what `check`,
 //! `check --read-data` and `restore` say: an error that names the damaged file, never a
 //! silently wrong restore, and every unaffected file still restored.
+//! The matrix runs on a repository in a folder and on one in an S3 bucket (SeaweedFS on
+//! 127.0.0.1), damaged through the store itself.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use cairn::backend::{Backend, FileKind};
 use common::{Env, files, random_bytes, write};
 
 #[derive(Clone, Copy, Debug)]
@@ -36,8 +39,19 @@ struct Case {
     snaps: Vec<String>,
 }
 
-fn setup() -> Case {
-    let e = Env::with_init_args(&["--pack-size", "64K"]);
+/// Where the repository lives: a folder, or a bucket on the test's S3 server.
+#[derive(Clone, Copy)]
+enum At {
+    Folder,
+    Bucket(&'static common::seaweed::Seaweed),
+}
+
+fn setup(at: At) -> Case {
+    let args = ["--pack-size", "64K"];
+    let e = match at {
+        At::Folder => Env::with_init_args(&args),
+        At::Bucket(s) => Env::in_bucket(s, &args),
+    };
     e.add_key("second password");
     let src = e.path("src");
     for i in 0..6 {
@@ -59,31 +73,21 @@ fn setup() -> Case {
     }
 }
 
-fn of_kind(e: &Env, dir: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = e
-        .repo_files()
-        .into_iter()
-        .filter(|(n, _)| n.starts_with(dir) && !n.contains(".tmp-"))
-        .map(|(n, _)| e.repo().join(n))
-        .collect();
+/// The files of `kind` in the store, sorted by name, with their sizes.
+fn of_kind(store: &dyn Backend, kind: FileKind) -> Vec<(String, u64)> {
+    let mut v = store.list(kind).unwrap();
+    v.retain(|(n, _)| !n.contains(".tmp-"));
     v.sort();
     v
 }
 
-/// A data pack (the largest packs hold file data).
-fn data_pack(e: &Env) -> PathBuf {
-    let mut packs = of_kind(e, "packs/");
-    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-    packs.pop().unwrap()
-}
-
-/// The byte to flip in `kind`'s file of length `len`.
-fn offset(kind: Kind, path: &Path, len: usize) -> usize {
+/// The byte to flip in a file of `kind` holding `b`.
+fn offset(kind: Kind, b: &[u8]) -> usize {
+    let len = b.len();
     match kind {
         Kind::PackData => 100,
         Kind::PackTrailer => len - 2,
         Kind::PackHeader => {
-            let b = std::fs::read(path).unwrap();
             let hlen = u32::from_le_bytes(b[len - 4..].try_into().unwrap()) as usize;
             len - 4 - hlen / 2
         }
@@ -91,55 +95,56 @@ fn offset(kind: Kind, path: &Path, len: usize) -> usize {
     }
 }
 
+/// Replaces a file of the store with `data` (a bucket refuses to overwrite: delete first).
+fn replace(store: &dyn Backend, kind: FileKind, name: &str, data: &[u8]) {
+    store.delete(kind, name).unwrap();
+    store.put(kind, name, data).unwrap();
+}
+
 /// Damages one file (and for a swap, a second one of its kind); returns the names damaged.
 fn damage(c: &Case, kind: Kind, how: Damage) -> Vec<String> {
-    let e = &c.e;
-    let files_of = |k| match k {
-        Kind::Config => vec![e.repo().join("config")],
-        Kind::Key => of_kind(e, "keys/"),
-        Kind::Snapshot => of_kind(e, "snapshots/"),
-        Kind::Index => of_kind(e, "index/"),
-        _ => {
-            let first = data_pack(e);
-            let mut all = of_kind(e, "packs/");
-            all.retain(|p| *p != first);
-            all.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).unwrap().len()));
-            let mut v = vec![first];
-            v.extend(all);
-            v
-        }
+    let store = c.e.store();
+    let store = store.as_ref();
+    let fk = match kind {
+        Kind::Config => FileKind::Config,
+        Kind::Key => FileKind::Key,
+        Kind::Snapshot => FileKind::Snapshot,
+        Kind::Index => FileKind::Index,
+        _ => FileKind::Pack,
     };
-    let list = files_of(kind);
-    let victim = list[0].clone();
-    let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+    let mut list = of_kind(store, fk);
+    if fk == FileKind::Config {
+        list = vec![("config".to_string(), 0)];
+    }
+    if fk == FileKind::Pack {
+        // The largest pack (file data) first, then the others largest first.
+        list.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    }
+    let victim = list[0].0.clone();
     match how {
         Damage::Flip => {
-            let mut b = std::fs::read(&victim).unwrap();
-            let at = offset(kind, &victim, b.len());
+            let mut b = store.get(fk, &victim).unwrap();
+            let at = offset(kind, &b);
             b[at] ^= 0x10;
-            std::fs::write(&victim, b).unwrap();
+            replace(store, fk, &victim, &b);
         }
         Damage::Truncate => {
-            let len = std::fs::metadata(&victim).unwrap().len();
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&victim)
-                .unwrap();
-            f.set_len(len / 2).unwrap();
+            let b = store.get(fk, &victim).unwrap();
+            replace(store, fk, &victim, &b[..b.len() / 2]);
         }
-        Damage::Delete => std::fs::remove_file(&victim).unwrap(),
+        Damage::Delete => store.delete(fk, &victim).unwrap(),
         Damage::Swap => {
-            let other = list[1].clone();
+            let other = list[1].0.clone();
             let (a, b) = (
-                std::fs::read(&victim).unwrap(),
-                std::fs::read(&other).unwrap(),
+                store.get(fk, &victim).unwrap(),
+                store.get(fk, &other).unwrap(),
             );
-            std::fs::write(&victim, b).unwrap();
-            std::fs::write(&other, a).unwrap();
-            return vec![name(&victim), name(&other)];
+            replace(store, fk, &victim, &b);
+            replace(store, fk, &other, &a);
+            return vec![victim, other];
         }
     }
-    vec![name(&victim)]
+    vec![victim]
 }
 
 fn text(o: &std::process::Output) -> String {
@@ -174,6 +179,20 @@ fn restore(c: &Case, id: &str, into: &str) -> (Option<i32>, BTreeMap<String, Vec
 
 #[test]
 fn every_kind_of_damage_is_named_and_never_restored() {
+    matrix(At::Folder);
+}
+
+/// The same matrix on a repository in an S3 bucket (SeaweedFS on 127.0.0.1), damaged
+/// through the bucket.
+#[test]
+fn every_kind_of_damage_in_a_bucket_is_named_and_never_restored() {
+    let Some(s) = common::seaweed::shared() else {
+        return;
+    };
+    matrix(At::Bucket(s));
+}
+
+fn matrix(at: At) {
     use Damage::*;
     use Kind::*;
     let mut cases = 0;
@@ -194,7 +213,7 @@ fn every_kind_of_damage_is_named_and_never_restored() {
                 continue; // truncating, deleting or swapping a pack is covered by PackData
             }
             cases += 1;
-            let c = setup();
+            let c = setup(at);
             let names = damage(&c, kind, how);
             let what = format!("{kind:?} {how:?} {names:?}");
             let chk = c.e.run(&["check", "--read-data"]);

@@ -1,11 +1,13 @@
 //! A snapshot killed with SIGKILL at any point leaves a repository that `check` passes at
-//! once, and the next snapshot succeeds and reuses what was already stored.
+//! once, and the next snapshot succeeds and reuses what was already stored; in a folder and
+//! in an S3 bucket.
 
 mod common;
 
 use std::fs;
 use std::time::{Duration, Instant};
 
+use cairn::backend::FileKind;
 use common::*;
 
 fn source(env: &Env) -> std::path::PathBuf {
@@ -29,12 +31,50 @@ fn source(env: &Env) -> std::path::PathBuf {
 
 #[test]
 fn sigkill_mid_snapshot_leaves_a_checkable_repository_and_the_next_run_reuses_data() {
+    killed_snapshots(|| Env::with_init_args(&["--pack-size", "64K"]));
+}
+
+/// The same kills on a repository in an S3 bucket (SeaweedFS on 127.0.0.1).
+#[test]
+fn sigkill_mid_snapshot_into_a_bucket_leaves_it_checkable_and_the_next_run_reuses_data() {
+    let Some(s) = seaweed::shared() else { return };
+    killed_snapshots(|| Env::in_bucket(s, &["--pack-size", "64K"]));
+}
+
+/// Bytes of packs and names of temporary files in the repository's store (a folder's
+/// listing through the backend hides temporary files: walk it).
+fn stored(env: &Env) -> (u64, Vec<String>) {
+    let store = env.store();
+    let packs = store.list(FileKind::Pack).unwrap();
+    let temps = match env.url {
+        None => env
+            .repo_files()
+            .into_iter()
+            .map(|f| f.0)
+            .filter(|n| n.contains(".tmp-"))
+            .collect(),
+        Some(_) => [
+            FileKind::Pack,
+            FileKind::Index,
+            FileKind::Snapshot,
+            FileKind::Key,
+        ]
+        .into_iter()
+        .flat_map(|k| store.list(k).unwrap())
+        .map(|f| f.0)
+        .filter(|n| n.contains(".tmp-"))
+        .collect(),
+    };
+    (packs.iter().map(|p| p.1).sum(), temps)
+}
+
+fn killed_snapshots(new_env: impl Fn() -> Env) {
     use std::os::unix::process::ExitStatusExt;
     let mut reused_any = false;
     let mut killed = 0;
     // Kill at increasing delays so that the kill lands at different stages.
     for delay_ms in [2u64, 10, 25, 50, 80, 120, 250, 500, 1000, 2000] {
-        let env = Env::with_init_args(&["--pack-size", "64K"]);
+        let env = new_env();
         let src = source(&env);
         let mut child = env
             .cmd(&["snapshot", src.to_str().unwrap()])
@@ -58,12 +98,7 @@ fn sigkill_mid_snapshot_leaves_a_checkable_repository_and_the_next_run_reuses_da
             "delay {delay_ms}: check failed: {}",
             String::from_utf8_lossy(&c.stderr)
         );
-        let pack_bytes: u64 = env
-            .repo_files()
-            .iter()
-            .filter(|f| f.0.starts_with("packs/"))
-            .map(|f| f.1)
-            .sum();
+        let (pack_bytes, _) = stored(&env);
         let s = env.snapshot(&[&src]);
         assert!(s["snapshot_id"].is_string());
         let added = s["data_added"].as_u64().unwrap();
@@ -78,11 +113,7 @@ fn sigkill_mid_snapshot_leaves_a_checkable_repository_and_the_next_run_reuses_da
         }
         env.ok(&["check", "--read-data"]);
         // No temporary files stay behind.
-        let temps: Vec<_> = env
-            .repo_files()
-            .into_iter()
-            .filter(|f| f.0.contains(".tmp-"))
-            .collect();
+        let (_, temps) = stored(&env);
         assert!(temps.is_empty(), "{temps:?}");
         let target = env.path("out");
         env.restore(&target, &[]);

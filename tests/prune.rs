@@ -288,32 +288,87 @@ fn a_snapshot_written_meanwhile_takes_marked_packs_back() {
 #[test]
 fn a_prune_killed_at_any_moment_loses_nothing() {
     let e = small_packs();
+    let kept = prunable(&e);
+    let template = e.path("template");
+    cp(&e.repo(), &template);
+    let fresh = || {
+        let n = Env::bare();
+        cp(&template, &n.repo());
+        n
+    };
+    killed_prunes(
+        fresh,
+        &kept,
+        &[
+            0, 1_000, 3_000, 6_000, 10_000, 15_000, 22_000, 30_000, 45_000, 70_000,
+        ],
+    );
+}
+
+/// The same kills of a prune of a repository in an S3 bucket (SeaweedFS on 127.0.0.1),
+/// each run on a copy of the same bucket.
+#[test]
+fn a_prune_of_a_bucket_killed_at_any_moment_loses_nothing() {
+    let Some(s) = common::seaweed::shared() else {
+        return;
+    };
+    let e = Env::in_bucket(s, &["--pack-size", "256K"]);
+    let kept = prunable(&e);
+    let template = e.store();
+    let fresh = || {
+        let mut n = Env::bare();
+        n.url = Some(s.url(&s.bucket(), "repo"));
+        let to = n.store();
+        for kind in [
+            FileKind::Config,
+            FileKind::Key,
+            FileKind::Snapshot,
+            FileKind::Index,
+            FileKind::Pack,
+        ] {
+            for (name, _) in template.list(kind).unwrap() {
+                to.put(kind, &name, &template.get(kind, &name).unwrap())
+                    .unwrap();
+            }
+        }
+        n
+    };
+    killed_prunes(
+        fresh,
+        &kept,
+        &[0, 5_000, 20_000, 50_000, 100_000, 200_000, 400_000, 800_000],
+    );
+}
+
+/// Six snapshots of which four are forgotten; returns the two kept and their sources.
+fn prunable(e: &Env) -> Vec<(String, std::path::PathBuf)> {
     let mut kept = Vec::new();
     for i in 0..6u64 {
         let dir = e.path(&format!("s{i}"));
         for k in i..i + 3 {
             write(&dir, &format!("f{k}"), &random_bytes(50 + k, 400_000));
         }
-        let id = snap(&e, &dir);
+        let id = snap(e, &dir);
         if i < 4 {
-            drop_snapshot(&e, &id);
+            e.store().delete(FileKind::Snapshot, &id).unwrap();
         } else {
             kept.push((id, dir));
         }
     }
-    let template = e.path("template");
-    cp(&e.repo(), &template);
+    kept
+}
+
+/// Kills a prune of a `fresh` copy of the repository after each of `delays_us`.
+fn killed_prunes(
+    fresh: impl Fn() -> Env,
+    kept: &[(String, std::path::PathBuf)],
+    delays_us: &[u64],
+) {
     let mut interrupted = 0;
-    for (run, delay_us) in [
-        0u64, 1_000, 3_000, 6_000, 10_000, 15_000, 22_000, 30_000, 45_000, 70_000,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        cp(&template, &e.repo());
+    for (run, &delay_us) in delays_us.iter().enumerate() {
+        let e = fresh();
         let mut c = e
             .cmd(&["prune", "--max-unused", "0%"])
-            .env("CAIRN_CACHE_DIR", e.path(&format!("cache-{run}")))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

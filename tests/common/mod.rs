@@ -15,6 +15,8 @@ use std::process::{Command, Output, Stdio};
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub password: String,
+    /// The repository's address when it is in a bucket (`s3:…`) rather than at [`Env::repo`].
+    pub url: Option<String>,
 }
 
 pub fn bin() -> &'static str {
@@ -90,6 +92,25 @@ impl Env {
         Env {
             dir,
             password: "correct horse".into(),
+            url: None,
+        }
+    }
+
+    /// A workspace whose repository is in a new bucket of `server`, initialised with `extra`
+    /// `init` arguments; commands get the server's credentials.
+    pub fn in_bucket(server: &seaweed::Seaweed, extra: &[&str]) -> Env {
+        let mut e = Env::bare();
+        e.url = Some(server.url(&server.bucket(), "repo"));
+        e.init(extra);
+        e
+    }
+
+    /// The repository's files as its store sees them (a folder or a bucket), for tests that
+    /// damage or inspect them whatever the backend.
+    pub fn store(&self) -> Box<dyn cairn::backend::Backend> {
+        match &self.url {
+            None => Box::new(cairn::backend::LocalBackend::new(self.repo())),
+            Some(url) => Box::new(bucket_store(url)),
         }
     }
 
@@ -104,7 +125,20 @@ impl Env {
     /// A command with the repository, password and cache set.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.arg("-r").arg(self.repo()).args(args);
+        match &self.url {
+            Some(url) => {
+                c.arg("-r").arg(url);
+                c.env("AWS_ACCESS_KEY_ID", seaweed::ACCESS_KEY)
+                    .env("AWS_SECRET_ACCESS_KEY", seaweed::SECRET_KEY)
+                    .env_remove("AWS_PROFILE")
+                    .env_remove("AWS_SESSION_TOKEN")
+                    .env("CAIRN_S3_RETRIES", "2");
+            }
+            None => {
+                c.arg("-r").arg(self.repo());
+            }
+        }
+        c.args(args);
         c.env("CAIRN_PASSWORD", &self.password)
             .env("CAIRN_CACHE_DIR", self.path("cache"))
             .env_remove("CAIRN_REPOSITORY")
@@ -227,6 +261,19 @@ impl Env {
         out.sort();
         out
     }
+}
+
+/// The repository at `url` (`s3:…` on the test server) through cairn's own S3 client.
+pub fn bucket_store(url: &str) -> cairn::backend::S3Backend {
+    let l = cairn::backend::S3Location::parse(url.strip_prefix("s3:").expect("an s3: url"), None)
+        .unwrap();
+    let c = cairn::backend::S3Credentials {
+        access_key_id: seaweed::ACCESS_KEY.into(),
+        secret_access_key: seaweed::SECRET_KEY.into(),
+        session_token: None,
+        region: None,
+    };
+    cairn::backend::S3Backend::with(l, c, 2).unwrap()
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
