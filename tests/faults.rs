@@ -93,6 +93,7 @@ fn check_clean(repo: &Repository, read_data: bool) {
             max_age: None,
             now: None,
             progress: Default::default(),
+            snapshots: None,
         },
     )
     .unwrap();
@@ -278,6 +279,7 @@ fn damage_read_back_is_reported_never_restored() {
                 max_age: None,
                 now: None,
                 progress: Default::default(),
+                snapshots: None,
             },
         );
         match r {

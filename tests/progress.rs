@@ -96,6 +96,7 @@ fn operations_report_all_their_work() {
             max_age: None,
             now: None,
             progress: sink,
+            snapshots: None,
         },
     )
     .unwrap();

@@ -44,6 +44,7 @@ fn run(repo: &Repository, day: i64, subset: DataSubset, max_age: Option<u64>) ->
             max_age: max_age.map(|d| Duration::from_secs(d * DAY as u64)),
             now: Some(Utc.timestamp_opt(1_700_000_000 + day * DAY, 0).unwrap()),
             progress: Default::default(),
+            snapshots: None,
         },
     )
     .unwrap();
@@ -135,6 +136,7 @@ fn the_ledger_drives_selection_and_damage_is_read_again() {
             max_age: None,
             now: Some(Utc.timestamp_opt(1_700_000_000 + 42 * DAY, 0).unwrap()),
             progress: Default::default(),
+            snapshots: None,
         },
     )
     .unwrap();

@@ -41,6 +41,7 @@ pub fn run(g: &Globals, a: CheckArgs) -> Result<i32> {
             max_age: a.max_age,
             now: None,
             progress,
+            snapshots: None,
         },
     );
     if let Some(b) = bar {

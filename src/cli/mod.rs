@@ -12,6 +12,7 @@ mod prune;
 mod repair;
 mod restore;
 mod schedule;
+mod serve;
 mod site;
 mod snapshot;
 
@@ -122,6 +123,8 @@ enum Command {
     Schedule(schedule::ScheduleArgs),
     /// Run the config's schedules in the foreground (for containers).
     Daemon(schedule::DaemonArgs),
+    /// Serve the site's operations over HTTP (API, metrics, status page) and its schedules.
+    Serve(serve::ServeArgs),
     /// Check the config file, or print a commented one.
     Config(config::ConfigArgs),
 }
@@ -424,6 +427,7 @@ pub fn run() -> Result<i32> {
         Command::Log(a) => site::log(&g, a),
         Command::Schedule(a) => schedule::run(&g, a),
         Command::Daemon(a) => schedule::daemon(&g, a),
+        Command::Serve(a) => serve::serve(&g, a),
         Command::Config(a) => config::run(&g, a),
     }
 }

@@ -135,6 +135,7 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> Result<i32> {
         let _ = writeln!(out, "{v}");
         let _ = out.flush();
     };
-    run_daemon(site, &opts, &mut log)?;
+    // One unlock for every job the daemon runs.
+    run_daemon(&site.clone().keep_open(), &opts, &mut log)?;
     Ok(0)
 }

@@ -71,6 +71,7 @@ pub fn run(g: &Globals, a: RunArgs) -> Result<i32> {
         dry_run: a.dry_run,
         time: parse_time(&a.time)?,
         cancel: Default::default(),
+        progress: Default::default(),
     };
     let r = run_components(site, &opts)?;
     if g.json {

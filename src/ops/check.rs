@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, PackId, file_hash};
+use crate::id::{BlobId, PackId, SnapshotId, file_hash};
 use crate::repo::Repository;
 use crate::repo::blob::open_blob;
 use crate::repo::pack::read_header;
@@ -153,7 +153,7 @@ fn choose<'p>(
 }
 
 /// Options of `check`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
     /// Read pack data (`None`: structure only).
     pub read_data: Option<DataSubset>,
@@ -163,6 +163,9 @@ pub struct CheckOptions {
     pub now: Option<DateTime<Utc>>,
     /// Receives packs and bytes as they are read.
     pub progress: ProgressSink,
+    /// Check only these snapshots, and with `read_data` only the packs that hold their
+    /// trees and data (`None`: the whole repository).
+    pub snapshots: Option<Vec<SnapshotId>>,
 }
 
 /// One problem found.
@@ -260,9 +263,14 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             });
         }
     }
-    // Snapshots and their trees.
+    // Snapshots and their trees (and for a scoped check, the packs they use).
     let mut proven: HashSet<BlobId> = HashSet::new();
-    for sid in repo.snapshot_ids()? {
+    let mut used: Option<HashSet<PackId>> = opts.snapshots.as_ref().map(|_| HashSet::new());
+    let ids = match &opts.snapshots {
+        Some(ids) => ids.clone(),
+        None => repo.snapshot_ids()?,
+    };
+    for sid in ids {
         let snap = match repo.load_snapshot_from_store(&sid) {
             Ok(s) => s,
             Err(e) => {
@@ -276,6 +284,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             &snap.tree,
             &format!("snapshot {}:/", sid.short()),
             &mut proven,
+            &mut used,
             &mut rep,
         )?;
     }
@@ -286,6 +295,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         let present: Vec<&PackRow> = indexed
             .iter()
             .filter(|p| stored.contains_key(&p.0.to_hex()))
+            .filter(|p| used.as_ref().is_none_or(|u| u.contains(&p.0)))
             .collect();
         let (chosen, due) = choose(&present, subset, opts.max_age, &ledger, now);
         rep.packs_due = due;
@@ -334,10 +344,16 @@ fn check_tree(
     id: &BlobId,
     path: &str,
     proven: &mut HashSet<BlobId>,
+    used: &mut Option<HashSet<PackId>>,
     rep: &mut CheckReport,
 ) -> Result<()> {
     if !proven.insert(*id) {
         return Ok(());
+    }
+    if let Some(u) = used
+        && let Some(loc) = repo.locate(id)?
+    {
+        u.insert(loc.pack);
     }
     let tree = match repo.load_tree(id) {
         Ok(t) => t,
@@ -364,6 +380,11 @@ fn check_tree(
         );
         for c in &n.content {
             if repo.cache().contains(c)? {
+                if let Some(u) = used
+                    && let Some(loc) = repo.locate(c)?
+                {
+                    u.insert(loc.pack);
+                }
                 continue;
             }
             match repo.locate(c)? {
@@ -387,7 +408,7 @@ fn check_tree(
         }
         if n.kind == NodeKind::Dir {
             match &n.subtree {
-                Some(sub) => check_tree(repo, sub, &p, proven, rep)?,
+                Some(sub) => check_tree(repo, sub, &p, proven, used, rep)?,
                 None => rep.errors.push(Finding {
                     what: p,
                     problem: "directory without a subtree".into(),

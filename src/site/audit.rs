@@ -110,7 +110,7 @@ pub fn read(state_dir: &Path, component: Option<&str>) -> Result<Vec<Entry>> {
 }
 
 /// How an operation on a component ended.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Outcome {
     /// When.
     pub time: DateTime<Utc>,

@@ -13,7 +13,7 @@ use super::hooks::{HookEnv, shell};
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::ops::browse;
-use crate::ops::progress::Cancel;
+use crate::ops::progress::{Cancel, ProgressSink};
 use crate::ops::restore::{Overwrite, RestoreOptions, RestoreReport, restore};
 use crate::ops::snapshot::{Input, SnapshotOptions, SnapshotReport, snapshot, snapshot_command};
 use crate::repo::Repository;
@@ -32,6 +32,8 @@ pub struct TakeOptions {
     pub time: Option<DateTime<Utc>>,
     /// Asked whether to stop early.
     pub cancel: Cancel,
+    /// Receives files and bytes as they are read.
+    pub progress: ProgressSink,
 }
 
 /// A scratch file or directory removed when dropped.
@@ -68,6 +70,7 @@ pub fn take(
         time: o.time,
         reason: o.reason.clone(),
         cancel: o.cancel.clone(),
+        progress: o.progress.clone(),
         skip: own_paths(site, repo),
         ..SnapshotOptions::default()
     };

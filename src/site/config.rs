@@ -143,6 +143,40 @@ pub struct Schedule {
     pub max_age: Duration,
 }
 
+/// Where a server token comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Written in the config.
+    Inline(String),
+    /// The first line of a file, read when the server starts.
+    File(PathBuf),
+}
+
+/// A server token, checked.
+#[derive(Clone, Debug)]
+pub struct Token {
+    /// Its name.
+    pub name: String,
+    /// The secret.
+    pub source: TokenSource,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// The address `cairn serve` listens on unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8010";
+
+/// `[server]`, checked.
+#[derive(Clone, Debug, Default)]
+pub struct Server {
+    /// The address to listen on.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The tokens.
+    pub tokens: Vec<Token>,
+    /// Certificate chain and key (PEM), for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
 /// A checked config file.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -170,6 +204,8 @@ pub struct Config {
     pub alerts: AlertSpec,
     /// Every component once, in recovery order.
     pub recovery_order: Vec<String>,
+    /// The HTTP service.
+    pub server: Server,
 }
 
 /// The kinds every config has unless it redefines them: the retention the seed scripts
@@ -306,6 +342,68 @@ impl Resolver<'_> {
         } else {
             self.base.join(p)
         }
+    }
+
+    fn server(&self, s: &ServerSpec) -> std::result::Result<Server, String> {
+        let listen = match &s.listen {
+            None => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                format!(
+                    "server.listen = {a:?}: give an address and port, e.g. \"{DEFAULT_LISTEN}\""
+                )
+            })?),
+        };
+        let mut tokens: Vec<Token> = Vec::new();
+        for t in &s.tokens {
+            let key = "server.tokens";
+            let spec = t.get_ref();
+            check_name("token", &spec.name).map_err(|m| self.at(t.span(), key, m))?;
+            if tokens.iter().any(|o| o.name == spec.name) {
+                return Err(self.at(
+                    t.span(),
+                    key,
+                    format!("a second token named {:?}", spec.name),
+                ));
+            }
+            let source = match (&spec.token, &spec.token_file) {
+                (Some(tok), None) => {
+                    if tok.len() < 16 {
+                        return Err(self.at(
+                            t.span(),
+                            key,
+                            format!("token {:?} is shorter than 16 characters: use a long random one (e.g. `openssl rand -hex 32`)", spec.name),
+                        ));
+                    }
+                    TokenSource::Inline(tok.clone())
+                }
+                (None, Some(f)) => TokenSource::File(self.path(f)),
+                _ => {
+                    return Err(self.at(
+                        t.span(),
+                        key,
+                        format!(
+                            "token {:?}: give token or token_file (one of them)",
+                            spec.name
+                        ),
+                    ));
+                }
+            };
+            tokens.push(Token {
+                name: spec.name.clone(),
+                source,
+                role: spec.role,
+            });
+        }
+        let tls = match (&s.tls_cert, &s.tls_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some((self.path(c), self.path(k))),
+            _ => return Err("server: give tls_cert and tls_key together".into()),
+        };
+        Ok(Server {
+            listen,
+            tokens,
+            tls,
+        })
     }
 
     fn repo(&self, r: &RepoSpec, key: &str, line: usize) -> std::result::Result<RepoRef, String> {
@@ -657,7 +755,9 @@ pub fn resolve(spec: ConfigSpec, text: &str, base: &Path) -> std::result::Result
     {
         return Err("host: must not be empty".into());
     }
+    let server = r.server(&spec.server)?;
     Ok(Config {
+        server,
         file: None,
         repository,
         offsites,

@@ -35,8 +35,9 @@ pub struct DaemonOptions {
     pub status_every: Duration,
 }
 
-/// One job of a schedule: its log line's fields.
-fn job(site: &Site, s: &Schedule, cancel: &Cancel) -> serde_json::Value {
+/// One job of a schedule: its log line's fields (`ok`, `error` and the action's figures).
+/// The daemon and `cairn serve` run schedules through this.
+pub fn run_schedule(site: &Site, s: &Schedule, cancel: &Cancel) -> serde_json::Value {
     let started = Instant::now();
     let result: Result<serde_json::Value> = (|| match s.action {
         Action::Run => {
@@ -102,7 +103,9 @@ fn job(site: &Site, s: &Schedule, cancel: &Cancel) -> serde_json::Value {
     line
 }
 
-fn evaluate(site: &Site, log: &mut dyn FnMut(&serde_json::Value)) {
+/// Judges the limits and sends the alerts that crossed; logs a line when any was sent or
+/// the evaluation failed.
+pub fn evaluate(site: &Site, log: &mut dyn FnMut(&serde_json::Value)) {
     let done = (|| -> Result<usize> {
         let repo = site.open()?;
         let r = status(site, &repo, Utc::now())?;
@@ -122,6 +125,58 @@ fn evaluate(site: &Site, log: &mut dyn FnMut(&serde_json::Value)) {
     }
 }
 
+/// When each schedule runs next.
+pub struct Timetable {
+    next: Vec<Option<DateTime<Local>>>,
+}
+
+impl Timetable {
+    /// The next times of `schedules` after now (or now, with `run_now`).
+    pub fn new(schedules: &[Schedule], run_now: bool) -> Timetable {
+        let now = Local::now();
+        Timetable {
+            next: schedules
+                .iter()
+                .map(|s| {
+                    if run_now {
+                        Some(now)
+                    } else {
+                        s.cron.next_after(&now)
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The start line: every schedule and its next time.
+    pub fn describe(&self, schedules: &[Schedule]) -> serde_json::Value {
+        json!(
+            schedules
+                .iter()
+                .zip(&self.next)
+                .map(|(s, n)| json!({ "name": s.name, "cron": s.cron.to_string(), "next": n }))
+                .collect::<Vec<_>>()
+        )
+    }
+
+    /// The schedule due first at `now`, if any.
+    pub fn due(&self, now: DateTime<Local>) -> Option<usize> {
+        self.next
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.map(|t| (t, i)))
+            .filter(|(t, _)| *t <= now)
+            .min()
+            .map(|(_, i)| i)
+    }
+
+    /// Schedule `i` has run (or been started): its next time is after now. A run that
+    /// overran its next times fires once, not once per missed time.
+    pub fn done(&mut self, schedules: &[Schedule], i: usize) {
+        self.next[i] = schedules[i].cron.next_after(&Local::now());
+    }
+}
+
 /// Runs the schedules until `opts.stop` is set; `log` receives one JSON value per job.
 pub fn daemon(
     site: &Site,
@@ -129,20 +184,10 @@ pub fn daemon(
     log: &mut dyn FnMut(&serde_json::Value),
 ) -> Result<()> {
     let schedules = &site.config.schedules;
-    let now = Local::now();
-    let mut next: Vec<Option<DateTime<Local>>> = schedules
-        .iter()
-        .map(|s| {
-            if opts.run_now {
-                Some(now)
-            } else {
-                s.cron.next_after(&now)
-            }
-        })
-        .collect();
+    let mut table = Timetable::new(schedules, opts.run_now);
     log(&json!({
         "time": Utc::now(), "action": "start", "ok": true,
-        "schedules": schedules.iter().zip(&next).map(|(s, n)| json!({ "name": s.name, "cron": s.cron.to_string(), "next": n })).collect::<Vec<_>>(),
+        "schedules": table.describe(schedules),
     }));
     let cancel = Cancel::new(opts.stop.clone());
     let mut last_status: Option<Instant> = None;
@@ -151,18 +196,10 @@ pub fn daemon(
             evaluate(site, log);
             last_status = Some(Instant::now());
         }
-        let now = Local::now();
-        let due = next
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| n.map(|t| (t, i)))
-            .filter(|(t, _)| *t <= now)
-            .min();
-        match due {
-            Some((_, i)) => {
-                log(&job(site, &schedules[i], &cancel));
-                // A run that overran its next times fires once, not once per missed time.
-                next[i] = schedules[i].cron.next_after(&Local::now());
+        match table.due(Local::now()) {
+            Some(i) => {
+                log(&run_schedule(site, &schedules[i], &cancel));
+                table.done(schedules, i);
             }
             None => std::thread::sleep(Duration::from_millis(200)),
         }

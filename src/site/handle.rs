@@ -1,7 +1,7 @@
 //! [`Site`]: a checked config and the means to open its repositories.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use zeroize::Zeroizing;
 
@@ -24,6 +24,9 @@ pub struct Site {
     fallback: PasswordFallback,
     warn: WarningSink,
     cache_dir: PathBuf,
+    /// The main repository once opened, for a long-running process that keeps it open
+    /// ([`Site::keep_open`]): one unlock instead of one per job.
+    opened: Option<Arc<Mutex<Option<Arc<Repository>>>>>,
 }
 
 impl Site {
@@ -40,7 +43,17 @@ impl Site {
             fallback,
             warn,
             cache_dir,
+            opened: None,
         }
+    }
+
+    /// The same site, keeping the main repository open after its first [`Site::open`]: a
+    /// daemon or server unlocks the key once (Argon2id costs its memory and a second or so)
+    /// and every job after shares the handle, which re-reads the index and the snapshot
+    /// listing as each operation begins.
+    pub fn keep_open(mut self) -> Site {
+        self.opened = Some(Arc::new(Mutex::new(None)));
+        self
     }
 
     /// The host name recorded in snapshots.
@@ -72,9 +85,20 @@ impl Site {
         Ok(repo)
     }
 
-    /// Opens the main repository.
-    pub fn open(&self) -> Result<Repository> {
-        self.open_ref(&self.config.repository, "the repository")
+    /// Opens the main repository (or, for a site that keeps it open, returns the handle).
+    pub fn open(&self) -> Result<Arc<Repository>> {
+        let Some(slot) = &self.opened else {
+            return Ok(Arc::new(
+                self.open_ref(&self.config.repository, "the repository")?,
+            ));
+        };
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = &*slot {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(self.open_ref(&self.config.repository, "the repository")?);
+        *slot = Some(r.clone());
+        Ok(r)
     }
 
     /// Opens an offsite repository. Its password must come from the config: an offsite

@@ -215,6 +215,7 @@ pub fn rollback(site: &Site, opts: &RollbackOptions) -> Result<RollbackReport> {
                     reason: Some(format!("before rollback to {}", id.short())),
                     time: None,
                     cancel: opts.cancel.clone(),
+                    progress: Default::default(),
                 },
             )
             .map_err(|e| {

@@ -33,7 +33,7 @@ use crate::error::Result;
 use crate::id::SnapshotId;
 use crate::ops::copy::{CopyOptions, copy};
 use crate::ops::forget::{Filter, GroupBy, plan_at};
-use crate::ops::progress::Cancel;
+use crate::ops::progress::{Cancel, ProgressSink};
 use crate::repo::Repository;
 
 /// Options of `run`.
@@ -51,6 +51,8 @@ pub struct RunOptions {
     pub time: Option<DateTime<Utc>>,
     /// Asked between entries whether to stop.
     pub cancel: Cancel,
+    /// Receives the files and bytes of every component's snapshot as they are read.
+    pub progress: ProgressSink,
 }
 
 /// One component's result.
@@ -326,6 +328,7 @@ fn run_component(
             reason: opts.reason.clone(),
             time: opts.time,
             cancel: opts.cancel.clone(),
+            progress: opts.progress.clone(),
         };
         let s = take(site, repo, comp, &take_opts)?;
         r.snapshot = s.snapshot_id;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::alert::{Event, Notifier};
 use super::audit::{self, Outcome};
@@ -23,7 +24,7 @@ use crate::repo::snapshot::Snapshot;
 pub const EXIT_LIMIT: i32 = 4;
 
 /// A limit that does not hold.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct Breach {
     /// `stale`, `size_change`, `failed`, `drill_overdue`, `drill_failed`, `disk_full`.
     pub limit: String,
@@ -41,9 +42,10 @@ impl Breach {
 }
 
 /// A snapshot, as status shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Version {
     /// Its id.
+    #[schema(value_type = String)]
     pub id: SnapshotId,
     /// When it was taken.
     pub time: DateTime<Utc>,
@@ -72,7 +74,7 @@ impl Version {
 }
 
 /// One component's status.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ComponentStatus {
     /// Its name.
     pub component: String,
@@ -96,7 +98,7 @@ pub struct ComponentStatus {
 }
 
 /// The repository's status.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct RepoStatus {
     /// Where it is.
     pub path: String,
@@ -124,7 +126,7 @@ pub struct RepoStatus {
 }
 
 /// Everything `status` reports.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct StatusReport {
     /// When it was taken.
     pub time: DateTime<Utc>,

@@ -316,6 +316,47 @@ pub struct ScheduleSpec {
     pub max_age: Option<Span>,
 }
 
+/// What a bearer token may do on `cairn serve`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// List, status, versions, jobs, metrics.
+    #[default]
+    Read,
+    /// Also backup, verify, rollback, recover, drill and cancelling jobs.
+    Operator,
+}
+
+/// One `[[server.tokens]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    /// Who uses it (in the audit log).
+    pub name: String,
+    /// The token itself (prefer `token_file`: a config is often readable by more people).
+    pub token: Option<String>,
+    /// A file whose first line is the token.
+    pub token_file: Option<PathBuf>,
+    /// `read` (default) or `operator`.
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// `[server]`: the HTTP service of `cairn serve`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    /// Address and port (default `127.0.0.1:8010`).
+    pub listen: Option<String>,
+    /// Bearer tokens; every endpoint but `/healthz` needs one.
+    #[serde(default)]
+    pub tokens: Vec<Spanned<TokenSpec>>,
+    /// PEM certificate chain: with `tls_key`, the service speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+}
+
 /// The file as written.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -348,4 +389,7 @@ pub struct ConfigSpec {
     pub alerts: AlertSpec,
     /// Components restored first by `recover` (the others follow in file order).
     pub recovery_order: Option<Spanned<Vec<String>>>,
+    /// The HTTP service.
+    #[serde(default)]
+    pub server: ServerSpec,
 }
