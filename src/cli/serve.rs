@@ -21,6 +21,9 @@ pub struct ServeArgs {
     /// How often the schedules' limits are judged and alerts sent.
     #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
     status_every: std::time::Duration,
+    /// Run every schedule once at start, then follow the schedules.
+    #[arg(long, conflicts_with = "no_schedules")]
+    run_now: bool,
 }
 
 pub fn serve(g: &Globals, a: ServeArgs) -> Result<i32> {
@@ -34,6 +37,7 @@ pub fn serve(g: &Globals, a: ServeArgs) -> Result<i32> {
         schedules: !a.no_schedules,
         stop,
         status_every: a.status_every,
+        run_now: a.run_now,
     };
     let scheme = if site.config.server.tls.is_some() {
         "https"
@@ -49,7 +53,7 @@ pub fn serve(g: &Globals, a: ServeArgs) -> Result<i32> {
             serde_json::json!({
                 "time": chrono::Utc::now(), "action": "listen", "ok": true,
                 "address": format!("{scheme}://{addr}"),
-                "schedules": opts.schedules && !site.config.schedules.is_empty(),
+                "schedules": if opts.schedules { site.config.schedules.len() } else { 0 },
             })
         );
         let _ = out.flush();

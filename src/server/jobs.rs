@@ -299,18 +299,19 @@ impl Jobs {
             let cancel = Cancel::new(stop.clone());
             let sink = ProgressSink::new(c);
             let site = jobs.site.clone();
-            let (result, errors) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-                || work(&site, &cancel, &sink),
-            )) {
-                Ok(r) => r,
-                Err(_) => (
-                    serde_json::Value::Null,
-                    vec![
+            let (result, errors) =
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    work(&site, &cancel, &sink)
+                })) {
+                    Ok(r) => r,
+                    Err(_) => (
+                        serde_json::Value::Null,
+                        vec![
                         "the job failed unexpectedly (an internal error); see the service's log"
                             .into(),
                     ],
-                ),
-            };
+                    ),
+                };
             let mut g = jobs.lock();
             if let Some(e) = g.jobs.iter_mut().find(|e| e.job.id == id) {
                 let stopped = stop.load(Ordering::Relaxed);

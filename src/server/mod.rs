@@ -198,6 +198,8 @@ pub struct ServeOptions {
     pub stop: Arc<AtomicBool>,
     /// How often the schedules' limits are judged and alerts sent.
     pub status_every: Duration,
+    /// Run every schedule once at start, then follow the schedules.
+    pub run_now: bool,
 }
 
 /// Serves until `opts.stop` is set; `ready` is told the bound address first.
@@ -246,13 +248,14 @@ pub fn serve(site: Site, opts: &ServeOptions, ready: impl FnOnce(SocketAddr)) ->
         .map_err(|e| Error::io("listener", e))?;
     ready(bound);
     let schedules = opts.schedules.then(|| {
-        let (site, jobs, stop, every) = (
+        let (site, jobs, stop, every, now) = (
             site.clone(),
             jobs.clone(),
             opts.stop.clone(),
             opts.status_every,
+            opts.run_now,
         );
-        std::thread::spawn(move || run_schedules(&site, &jobs, &stop, every))
+        std::thread::spawn(move || run_schedules(&site, &jobs, &stop, every, now))
     });
     let stop = opts.stop.clone();
     let shutdown = async move {
@@ -282,10 +285,10 @@ pub fn serve(site: Site, opts: &ServeOptions, ready: impl FnOnce(SocketAddr)) ->
 
 /// The config's schedules, submitted as jobs when due (a schedule whose last job has not
 /// ended is not submitted again); limits judged every `every`.
-fn run_schedules(site: &Site, jobs: &Arc<Jobs>, stop: &AtomicBool, every: Duration) {
+fn run_schedules(site: &Site, jobs: &Arc<Jobs>, stop: &AtomicBool, every: Duration, run_now: bool) {
     use crate::site::config::Action;
     let schedules = &site.config.schedules;
-    let mut table = crate::site::daemon::Timetable::new(schedules, false);
+    let mut table = crate::site::daemon::Timetable::new(schedules, run_now);
     let mut last: Vec<Option<String>> = vec![None; schedules.len()];
     let mut judged: Option<Instant> = None;
     let mut log = |v: &serde_json::Value| println!("{v}");

@@ -3,6 +3,7 @@
 
 pub mod fidelity;
 pub mod seaweed;
+pub mod serve;
 pub mod servers;
 pub mod site;
 pub mod webhook;
