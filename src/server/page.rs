@@ -221,7 +221,7 @@ fn render(
     );
     let _ = write!(
         b,
-        "<p>Logged in as <b id=\"who\">{}</b> ({}). <form class=\"inline\" method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form></p>",
+        "<div>Logged in as <b id=\"who\">{}</b> ({}). <form class=\"inline\" method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form></div>",
         esc(&cred.name),
         if operator { "operator" } else { "read-only" }
     );

@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests: run the real `cairn` binary against temporary repositories.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fidelity;
 pub mod seaweed;
 pub mod serve;
