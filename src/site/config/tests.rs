@@ -23,6 +23,50 @@ fn the_template_is_a_valid_config() {
     assert_eq!(c.schedules.len(), 6);
     assert!(c.profiles.iter().any(|(p, _)| p == "config-only"));
     assert_eq!(c.alerts.webhooks.len(), 1);
+    assert_eq!(c.server.tokens.len(), 2);
+    assert_eq!(c.server.tokens[0].role, Role::Operator);
+    assert_eq!(c.server.tokens[1].role, Role::Read);
+    assert_eq!(c.server.listen.unwrap().port(), 8010);
+}
+
+#[test]
+fn server_tokens_and_addresses_are_checked() {
+    let c = ok(
+        "[server]\n[[server.tokens]]\nname = \"ci\"\ntoken_file = \"ci.token\"\nrole = \"operator\"\n",
+    );
+    assert_eq!(
+        c.server.tokens[0].source,
+        TokenSource::File("/etc/site/ci.token".into())
+    );
+    assert!(c.server.listen.is_none() && c.server.tls.is_none());
+    for (body, want) in [
+        ("[server]\nlisten = \"localhost\"\n", "server.listen"),
+        (
+            "[server]\n[[server.tokens]]\nname = \"a\"\ntoken = \"short\"\n",
+            "shorter than 16",
+        ),
+        (
+            "[server]\n[[server.tokens]]\nname = \"a\"\n",
+            "give token or token_file",
+        ),
+        (
+            "[server]\n[[server.tokens]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\ntoken_file = \"f\"\n",
+            "one of them",
+        ),
+        (
+            "[server]\n[[server.tokens]]\nname = \"a\"\ntoken_file = \"f\"\n[[server.tokens]]\nname = \"a\"\ntoken_file = \"g\"\n",
+            "a second token",
+        ),
+        (
+            "[server]\n[[server.tokens]]\nname = \"a\"\ntoken_file = \"f\"\nrole = \"admin\"\n",
+            "unknown variant",
+        ),
+        ("[server]\ntls_cert = \"c.pem\"\n", "together"),
+        ("[server]\nport = 1\n", "unknown field"),
+    ] {
+        let e = err(body);
+        assert!(e.contains(want), "{body}: {e}");
+    }
 }
 
 #[test]
