@@ -194,3 +194,38 @@ fn the_command_line_reports_the_ledger() {
         assert_eq!(o.status.code(), Some(2), "{bad}");
     }
 }
+
+/// `check --snapshot`: only the snapshot's trees and, with `--read-data`, only the packs that
+/// hold its data; damage elsewhere is not its business, damage of its own is named.
+#[test]
+fn a_check_scoped_to_a_snapshot_reads_only_its_packs() {
+    let e = common::Env::with_init_args(&["--pack-size", "64K"]);
+    let (a, b) = (e.path("a"), e.path("b"));
+    for i in 0..6u64 {
+        common::write(&a, &format!("f{i}"), &common::random_bytes(i, 80_000));
+        common::write(&b, &format!("g{i}"), &common::random_bytes(100 + i, 80_000));
+    }
+    let sa = e.snapshot(&[&a])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let damaged = e.snapshot_with_damaged_pack(&[&b]);
+    let sb = e.json(&["snapshots"], 0)[1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let whole = e.json(&["check", "--read-data"], 1);
+    let only_a = e.json(&["check", "--read-data", "--snapshot", &sa[..8]], 0);
+    assert_eq!(only_a["snapshots"], 1);
+    assert!(only_a["errors"].as_array().unwrap().is_empty(), "{only_a}");
+    assert!(
+        only_a["packs_read"].as_u64().unwrap() * 2 < whole["packs_read"].as_u64().unwrap() + 1,
+        "{only_a} vs {whole}"
+    );
+    let only_b = e.json(&["check", "--read-data", "--snapshot", &sb], 1);
+    let pack = damaged.rsplit('/').next().unwrap();
+    assert!(only_b.to_string().contains(&pack[..8]), "{only_b}");
+    let o = e.run(&["check", "--snapshot", "ffffffff"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ffffffff"));
+}

@@ -21,6 +21,10 @@ pub struct CheckArgs {
     /// proof first (implies --read-data). Proofs are kept in the local cache.
     #[arg(long, value_parser = super::parse_duration)]
     max_age: Option<std::time::Duration>,
+    /// Check only this snapshot (id, prefix or `latest`; repeatable): its trees and, with
+    /// --read-data, only the packs that hold its data.
+    #[arg(long = "snapshot", value_name = "SNAPSHOT")]
+    snapshots: Vec<String>,
 }
 
 pub fn run(g: &Globals, a: CheckArgs) -> Result<i32> {
@@ -32,6 +36,16 @@ pub fn run(g: &Globals, a: CheckArgs) -> Result<i32> {
         } else {
             None
         });
+    let scope = if a.snapshots.is_empty() {
+        None
+    } else {
+        let mut ids = Vec::new();
+        for s in &a.snapshots {
+            ids.push(repo.resolve_snapshot(s)?.0);
+        }
+        Some(ids)
+    };
+    let scoped = scope.is_some();
     let (progress, bar) = super::progress::bar(g, "check", "packs");
     let started = std::time::Instant::now();
     let r = check(
@@ -41,7 +55,7 @@ pub fn run(g: &Globals, a: CheckArgs) -> Result<i32> {
             max_age: a.max_age,
             now: None,
             progress,
-            snapshots: None,
+            snapshots: scope,
         },
     );
     if let Some(b) = bar {
@@ -50,6 +64,7 @@ pub fn run(g: &Globals, a: CheckArgs) -> Result<i32> {
     let r = r?;
     // Through a site's config, the check is its last verification (`status`, the log).
     if read_data.is_some()
+        && !scoped
         && let Some(site) = g.own_site()
         && let Err(e) = cairn::site::upkeep::record_check(site, &r, started.elapsed())
     {
