@@ -188,6 +188,8 @@ pub enum Refusal {
 /// The service's jobs.
 pub struct Jobs {
     site: Site,
+    /// Called on a job's thread after it ended (the service forgets its cached status).
+    on_end: Box<dyn Fn() + Send + Sync>,
     inner: Mutex<Inner>,
     changed: Condvar,
     /// Used for ids: a restart never reuses one.
@@ -211,12 +213,13 @@ pub struct NewJob {
 }
 
 impl Jobs {
-    /// No jobs yet, for `site`.
-    pub fn new(site: Site) -> Arc<Jobs> {
+    /// No jobs yet, for `site`; `on_end` is called after each job ends.
+    pub fn new(site: Site, on_end: impl Fn() + Send + Sync + 'static) -> Arc<Jobs> {
         let mut r = [0u8; 3];
         crate::crypto::random_bytes(&mut r);
         Arc::new(Jobs {
             site,
+            on_end: Box::new(on_end),
             inner: Mutex::new(Inner::default()),
             changed: Condvar::new(),
             epoch: hex::encode(r),
@@ -312,6 +315,7 @@ impl Jobs {
                     ],
                     ),
                 };
+            (jobs.on_end)();
             let mut g = jobs.lock();
             if let Some(e) = g.jobs.iter_mut().find(|e| e.job.id == id) {
                 let stopped = stop.load(Ordering::Relaxed);
@@ -471,7 +475,7 @@ mod tests {
 
     #[test]
     fn jobs_of_one_component_queue_and_others_run_beside_them() {
-        let jobs = Jobs::new(site());
+        let jobs = Jobs::new(site(), || {});
         let log = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(AtomicBool::new(false));
         let a1 = jobs.submit(job(&["a"], "a1", &log, &gate)).unwrap();
@@ -494,7 +498,11 @@ mod tests {
 
     #[test]
     fn cancelling_drops_a_queued_job_and_stops_a_running_one() {
-        let jobs = Jobs::new(site());
+        let ended = Arc::new(AtomicU64::new(0));
+        let count = ended.clone();
+        let jobs = Jobs::new(site(), move || {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
         let log = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(AtomicBool::new(false));
         let a1 = jobs.submit(job(&["a"], "a1", &log, &gate)).unwrap();
@@ -509,6 +517,7 @@ mod tests {
         );
         assert_eq!(jobs.cancel("nope").unwrap_err(), Refusal::Unknown);
         assert!(!log.lock().unwrap().contains(&"start a2".to_string()));
+        assert_eq!(ended.load(Ordering::Relaxed), 1, "the queued job never ran");
         jobs.shut_down();
         assert_eq!(
             jobs.submit(job(&["a"], "a3", &log, &gate)).unwrap_err(),

@@ -97,9 +97,10 @@ impl StatusCache {
         Ok(r)
     }
 
-    /// Forgets the stored status (a job ended: the next caller sees its effect).
-    pub async fn invalidate(&self) {
-        *self.slot.lock().await = None;
+    /// Forgets the stored status (a job ended: the next caller sees its effect). Called
+    /// from a job's thread, outside the runtime.
+    pub fn forget(&self) {
+        *self.slot.blocking_lock() = None;
     }
 }
 
@@ -221,12 +222,14 @@ pub fn serve(site: Site, opts: &ServeOptions, ready: impl FnOnce(SocketAddr)) ->
     };
     // Unlock the repository before taking requests: a wrong password stops the start.
     site.open()?;
-    let jobs = Jobs::new(site.clone());
+    let status = Arc::new(StatusCache::default());
+    let forget = status.clone();
+    let jobs = Jobs::new(site.clone(), move || forget.forget());
     let state = AppState {
         site: site.clone(),
         jobs: jobs.clone(),
         tokens: Arc::new(tokens),
-        status: Arc::new(StatusCache::default()),
+        status,
         started: chrono::Utc::now(),
         failures: Arc::new(metrics::Failures::default()),
     };
