@@ -370,7 +370,7 @@ pub async fn create_backup(
     accepted(s.jobs.submit(job))
 }
 
-/// `cairn run` as a job's work (also a schedule's).
+/// `cairn run` as a job's work.
 pub fn backup_work(
     site: &Site,
     targets: Vec<String>,
@@ -587,18 +587,25 @@ pub async fn verify(
                 }
                 Some(vec![id])
             }
-            (_, Some(c)) => Some(
-                crate::site::component::versions(&repo, &c)
+            (_, Some(c)) => {
+                let ids: Vec<_> = crate::site::component::versions(&repo, &c)
                     .map_err(ApiError::of)?
                     .into_iter()
                     .map(|(id, _)| id)
-                    .collect(),
-            ),
+                    .collect();
+                if ids.is_empty() {
+                    return Err(ApiError::not_found(format!(
+                        "component {c} has no snapshot to verify yet"
+                    )));
+                }
+                Some(ids)
+            }
             _ => None,
         })
     })
     .await?;
     let read_data = req.read_data;
+    let component = req.component.clone();
     let job = NewJob {
         kind: JobKind::Verify,
         components: Vec::new(),
@@ -611,6 +618,7 @@ pub async fn verify(
                 read_data,
                 max_age,
                 progress: progress.clone(),
+                component,
             };
             match site
                 .open()
@@ -666,9 +674,11 @@ pub async fn rollback(
 ) -> Result<Response, ApiError> {
     known_component(&s.site, &req.component)?;
     // The dry run resolves the snapshot and checks that it is the component's.
+    // The job restores exactly that snapshot, whatever runs before it in the queue (a
+    // backup would otherwise become the "newest").
     let site = s.site.clone();
     let (comp, snap) = (req.component.clone(), req.snapshot.clone());
-    blocking(move || {
+    let plan = blocking(move || {
         crate::site::rollback::rollback(
             &site,
             &crate::site::rollback::RollbackOptions {
@@ -681,13 +691,16 @@ pub async fn rollback(
         .map_err(ApiError::of)
     })
     .await?;
-    let (comp, snap) = (req.component.clone(), req.snapshot.clone());
+    let snap = plan.snapshot.map(|v| v.id.to_hex());
+    let comp = req.component.clone();
+    // Once the pre-rollback snapshot is taken the restore in place must finish: a rollback
+    // is not stopped by a cancel (it finishes on its own, as a recover does).
     let job = NewJob {
         kind: JobKind::Rollback,
         components: vec![comp.clone()],
         request: report(&req),
         requested_by: who,
-        stoppable: true,
+        stoppable: false,
         work: Box::new(move |site, cancel, _| {
             let o = crate::site::rollback::RollbackOptions {
                 component: comp,
@@ -817,7 +830,7 @@ pub async fn drill(
     accepted(s.jobs.submit(job))
 }
 
-/// `cairn drill` as a job's work (also a schedule's).
+/// `cairn drill` as a job's work.
 pub fn drill_work(site: &Site, targets: &[String]) -> Outcome {
     match crate::site::drill::drill(site, targets) {
         Ok(r) => {

@@ -6,7 +6,6 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use subtle_eq::constant_time_eq;
 use zeroize::Zeroizing;
 
 use super::AppState;
@@ -57,14 +56,11 @@ pub fn load(tokens: &[crate::site::config::Token]) -> Result<Vec<Credential>> {
         .collect()
 }
 
-/// Constant-time comparison, so a token cannot be guessed byte by byte from timings.
-mod subtle_eq {
-    pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-        if a.len() != b.len() {
-            return false;
-        }
-        a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-    }
+/// Whether two tokens are equal, in time that depends on neither: their digests are
+/// compared whole (`blake3::Hash`'s equality is constant-time), so neither a prefix nor the
+/// length leaks through timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    blake3::hash(a) == blake3::hash(b)
 }
 
 /// The token a request carries: `Authorization: Bearer T`, else the page's cookie.
@@ -91,11 +87,28 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// The credential `token` is, if any.
+/// The credential `token` is, if any (every credential is compared, matching or not).
 pub fn lookup<'a>(creds: &'a [Credential], token: &str) -> Option<&'a Credential> {
-    creds
-        .iter()
-        .find(|c| constant_time_eq(c.secret.as_bytes(), token.as_bytes()))
+    creds.iter().fold(None, |found, c| {
+        if same(c.secret.as_bytes(), token.as_bytes()) {
+            Some(c)
+        } else {
+            found
+        }
+    })
+}
+
+/// Writes an audit line off the request's thread (the log is fsynced).
+pub fn log_off_thread(state_dir: std::path::PathBuf, e: Entry) {
+    let write = move || {
+        if let Err(err) = audit::append(&state_dir, &e) {
+            eprintln!("cairn: warning: the refused request could not be logged: {err}");
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => drop(h.spawn_blocking(write)),
+        Err(_) => write(),
+    }
 }
 
 /// Checks the request's token against `need`; returns the token's name.
@@ -112,9 +125,7 @@ pub fn authorize(
         e.detail = serde_json::json!({
             "method": parts.method.as_str(), "path": path, "token": who,
         });
-        if let Err(err) = audit::append(&state.site.config.state_dir, &e) {
-            eprintln!("cairn: warning: the refused request could not be logged: {err}");
-        }
+        log_off_thread(state.site.config.state_dir.clone(), e);
         ApiError::new(status, error, detail)
     };
     let Some(token) = presented(&parts.headers) else {
@@ -188,8 +199,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, "a=1; cairn_token=xyz; b=2".parse().unwrap());
         assert_eq!(presented(&h).as_deref(), Some("xyz"));
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"ab"));
     }
 }

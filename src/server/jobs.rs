@@ -113,6 +113,30 @@ pub struct Job {
     pub cancellable: bool,
 }
 
+/// The audit line of an ended job: who asked for what through the service (the operation
+/// itself writes its own line too).
+fn record(site: &Site, j: &Job) {
+    let mut e = crate::site::audit::Entry::new("job", &site.host());
+    e.components = j.components.clone();
+    e.result = match j.state {
+        JobState::Succeeded => "ok",
+        JobState::Cancelled => "cancelled",
+        _ => "failed",
+    }
+    .into();
+    e.error = j.errors.first().cloned();
+    e.duration_s = match (j.started, j.finished) {
+        (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
+        _ => 0.0,
+    };
+    e.detail = serde_json::json!({
+        "job": j.id, "kind": j.kind, "requested_by": j.requested_by, "request": j.request,
+    });
+    if let Err(err) = crate::site::audit::append(&site.config.state_dir, &e) {
+        eprintln!("cairn: warning: job {} could not be logged: {err}", j.id);
+    }
+}
+
 /// What a job's work returns: its report, and what failed in it (empty: success).
 pub type Outcome = (serde_json::Value, Vec<String>);
 
@@ -277,7 +301,13 @@ impl Jobs {
                     if free && let Some(work) = e.work.take() {
                         e.job.state = JobState::Running;
                         e.job.started = Some(Utc::now());
-                        self.start(e.job.id.clone(), work, e.stop.clone(), e.counter.clone());
+                        if let Err(err) =
+                            self.start(e.job.id.clone(), work, e.stop.clone(), e.counter.clone())
+                        {
+                            e.job.state = JobState::Failed;
+                            e.job.finished = Some(Utc::now());
+                            e.job.errors = vec![format!("cannot start the job's thread: {err}")];
+                        }
                     }
                 }
                 _ => {}
@@ -296,9 +326,16 @@ impl Jobs {
         });
     }
 
-    fn start(self: &Arc<Self>, id: String, work: Work, stop: Arc<AtomicBool>, c: Arc<Counter>) {
+    fn start(
+        self: &Arc<Self>,
+        id: String,
+        work: Work,
+        stop: Arc<AtomicBool>,
+        c: Arc<Counter>,
+    ) -> std::io::Result<()> {
         let jobs = self.clone();
-        std::thread::spawn(move || {
+        let name = format!("job-{id}");
+        std::thread::Builder::new().name(name).spawn(move || {
             let cancel = Cancel::new(stop.clone());
             let sink = ProgressSink::new(c);
             let site = jobs.site.clone();
@@ -318,10 +355,13 @@ impl Jobs {
             (jobs.on_end)();
             let mut g = jobs.lock();
             if let Some(e) = g.jobs.iter_mut().find(|e| e.job.id == id) {
-                let stopped = stop.load(Ordering::Relaxed);
+                // Cancelled only when it stopped because it was asked to: any other error
+                // after a stop request is still a failure.
+                let asked = stop.load(Ordering::Relaxed);
+                let why = crate::error::Error::Cancelled.to_string();
                 e.job.state = if errors.is_empty() {
                     JobState::Succeeded
-                } else if stopped && e.stoppable {
+                } else if asked && errors.iter().all(|x| x.contains(&why)) {
                     JobState::Cancelled
                 } else {
                     JobState::Failed
@@ -329,10 +369,12 @@ impl Jobs {
                 e.job.finished = Some(Utc::now());
                 e.job.result = Some(result);
                 e.job.errors = errors;
+                record(&jobs.site, &e.job);
             }
             jobs.dispatch(&mut g);
             jobs.changed.notify_all();
-        });
+        })?;
+        Ok(())
     }
 
     /// The job `id`.
@@ -429,19 +471,21 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn site() -> Site {
-        let dir = std::env::temp_dir();
+    /// A site whose state (the jobs' audit lines) goes to a folder removed with it.
+    fn site() -> (Site, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
         let config = crate::site::config::parse(
-            "[repository]\npath = \"/nonexistent\"\n[components.a]\npaths = [\"/tmp\"]\n[components.b]\npaths = [\"/tmp\"]\n",
-            &dir,
+            "state_dir = \"state\"\n[repository]\npath = \"/nonexistent\"\n[components.a]\npaths = [\"/tmp\"]\n[components.b]\npaths = [\"/tmp\"]\n",
+            dir.path(),
         )
         .unwrap();
-        Site::new(
+        let site = Site::new(
             config,
             Arc::new(|| anyhow::bail!("no password")),
-            dir,
+            dir.path().to_path_buf(),
             Arc::new(|_| {}),
-        )
+        );
+        (site, dir)
     }
 
     /// A job of `comps` that records its start and end in `log` and waits for `gate`.
@@ -465,7 +509,8 @@ mod tests {
                 }
                 log.lock().unwrap().push(format!("end {name}"));
                 if cancel.is_set() {
-                    (serde_json::Value::Null, vec!["cancelled".into()])
+                    let why = crate::error::Error::Cancelled.to_string();
+                    (serde_json::Value::Null, vec![format!("{name}: {why}")])
                 } else {
                     (serde_json::json!({ "ok": true }), Vec::new())
                 }
@@ -475,7 +520,8 @@ mod tests {
 
     #[test]
     fn jobs_of_one_component_queue_and_others_run_beside_them() {
-        let jobs = Jobs::new(site(), || {});
+        let (site, dir) = site();
+        let jobs = Jobs::new(site, || {});
         let log = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(AtomicBool::new(false));
         let a1 = jobs.submit(job(&["a"], "a1", &log, &gate)).unwrap();
@@ -494,13 +540,20 @@ mod tests {
         let log = log.lock().unwrap();
         let at = |s: &str| log.iter().position(|l| l == s).unwrap();
         assert!(at("end a1") < at("start a2"), "{log:?}");
+        let audit = std::fs::read_to_string(dir.path().join("state/audit.jsonl")).unwrap();
+        assert_eq!(
+            audit.lines().filter(|l| l.contains("\"job\"")).count(),
+            3,
+            "{audit}"
+        );
     }
 
     #[test]
     fn cancelling_drops_a_queued_job_and_stops_a_running_one() {
         let ended = Arc::new(AtomicU64::new(0));
         let count = ended.clone();
-        let jobs = Jobs::new(site(), move || {
+        let (site, dir) = site();
+        let jobs = Jobs::new(site, move || {
             count.fetch_add(1, Ordering::Relaxed);
         });
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -518,6 +571,8 @@ mod tests {
         assert_eq!(jobs.cancel("nope").unwrap_err(), Refusal::Unknown);
         assert!(!log.lock().unwrap().contains(&"start a2".to_string()));
         assert_eq!(ended.load(Ordering::Relaxed), 1, "the queued job never ran");
+        let audit = std::fs::read_to_string(dir.path().join("state/audit.jsonl")).unwrap();
+        assert!(audit.contains("\"cancelled\""), "{audit}");
         jobs.shut_down();
         assert_eq!(
             jobs.submit(job(&["a"], "a3", &log, &gate)).unwrap_err(),

@@ -22,7 +22,7 @@ use super::AppState;
 use super::api;
 use super::auth::{self, COOKIE, Credential};
 use super::jobs::{Job, JobState};
-use crate::site::audit::{self, Entry};
+use crate::site::audit::Entry;
 use crate::site::config::{Role, component_tag};
 use crate::site::status::StatusReport;
 
@@ -238,7 +238,7 @@ fn render(
         "<span style=\"color:#b3261e;font-weight:600\">limits broken</span>"
     };
     let _ = write!(b, "<p id=\"overall\" data-ok=\"{}\">{overall}</p>", st.ok);
-    b.push_str("<table id=\"components\"><thead><tr><th>component</th><th>type</th><th>last backup</th><th>age</th><th>size</th><th>history</th><th>snapshots</th><th>last drill</th><th>state</th>");
+    b.push_str("<table id=\"components\"><thead><tr><th>component</th><th>type</th><th>last backup</th><th>age</th><th>size</th><th>history</th><th>snapshots</th><th>verified</th><th>last drill</th><th>state</th>");
     if operator {
         b.push_str("<th></th>");
     }
@@ -260,6 +260,22 @@ fn render(
             ),
             None => "never".into(),
         };
+        // Its own last verify, or the repository's last check when that is newer (it
+        // covered every snapshot).
+        let verified = match (&c.last_verify, &st.repository.last_check) {
+            (Some(v), Some(r)) if r.time > v.time => Some(("repository check", r)),
+            (Some(v), _) => Some(("verified", v)),
+            (None, Some(r)) => Some(("repository check", r)),
+            (None, None) => None,
+        };
+        let verified = match verified {
+            None => "never".to_string(),
+            Some((what, o)) => format!(
+                "{what} {} {}",
+                o.time.format("%Y-%m-%d %H:%M"),
+                if o.ok { "passed" } else { "FAILED" }
+            ),
+        };
         let state = if c.breaches.is_empty() {
             "ok".to_string()
         } else {
@@ -273,7 +289,7 @@ fn render(
         let name = esc(&c.component);
         let _ = write!(
             b,
-            "<tr class=\"{class}\" data-component=\"{name}\"><td class=\"name\">{name}</td><td>{}</td><td class=\"last\">{last}</td><td class=\"age\">{ago}</td><td class=\"num size\" data-bytes=\"{size}\">{}</td><td>{spark}</td><td class=\"num snapshots\">{}</td><td class=\"drill\">{drill}</td><td class=\"state\">{state}</td>",
+            "<tr class=\"{class}\" data-component=\"{name}\"><td class=\"name\">{name}</td><td>{}</td><td class=\"last\">{last}</td><td class=\"age\">{ago}</td><td class=\"num size\" data-bytes=\"{size}\">{}</td><td>{spark}</td><td class=\"num snapshots\">{}</td><td class=\"verified\">{verified}</td><td class=\"drill\">{drill}</td><td class=\"state\">{state}</td>",
             esc(&c.kind),
             human(size),
             c.snapshots,
@@ -368,13 +384,43 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(s): State<AppState>, Form(f): Form<LoginForm>) -> Response {
+/// Whether a form post comes from this page and not from another site (or another port of
+/// this host, which SameSite counts as the same site): the browser's `Sec-Fetch-Site`, else
+/// `Origin` against `Host`. A client that sends neither (curl, a script) has no cookie of the
+/// browser's to abuse.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    if let Some(site) = get("sec-fetch-site") {
+        return matches!(site, "same-origin" | "none");
+    }
+    match (get("origin"), get("host")) {
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority == host),
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
+fn cross_site() -> Response {
+    let body = "<h1>cairn</h1><p class=\"msg\" id=\"error\">Refused: this form was posted from another site.</p><p><a href=\"/\">Back</a></p>";
+    (StatusCode::FORBIDDEN, page("cairn", body, false)).into_response()
+}
+
+async fn login(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     if auth::lookup(&s.tokens, &f.token).is_none() {
         let mut e = Entry::new("auth", &s.site.host());
         e.result = "denied".into();
         e.error = Some("status page login with a token not in [[server.tokens]]".into());
         e.detail = serde_json::json!({ "method": "POST", "path": "/login" });
-        let _ = audit::append(&s.site.config.state_dir, &e);
+        auth::log_off_thread(s.site.config.state_dir.clone(), e);
         return login_page(
             StatusCode::UNAUTHORIZED,
             Some("That token is not one of the site's [[server.tokens]]."),
@@ -401,7 +447,10 @@ async fn login(State(s): State<AppState>, Form(f): Form<LoginForm>) -> Response 
         .into_response()
 }
 
-async fn logout() -> Response {
+async fn logout(headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     (
         StatusCode::SEE_OTHER,
         [
@@ -454,6 +503,13 @@ fn after(r: Result<Response, api::ApiError>) -> Response {
 
 /// The page's caller as an operator, or the refusal (logged like the API's).
 fn operator(s: &AppState, headers: &HeaderMap, path: &str) -> Result<String, api::ApiError> {
+    if !same_origin(headers) {
+        return Err(api::ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "refused: this form was posted from another site",
+        ));
+    }
     let mut req = axum::http::Request::post(path)
         .body(())
         .expect("a valid request");
@@ -531,5 +587,27 @@ mod tests {
             "{svg}"
         );
         assert_eq!(sparkline(&[]), "");
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            m
+        };
+        assert!(same_origin(&h(&[("sec-fetch-site", "same-origin")])));
+        assert!(!same_origin(&h(&[("sec-fetch-site", "same-site")])));
+        assert!(!same_origin(&h(&[("sec-fetch-site", "cross-site")])));
+        assert!(same_origin(&h(&[
+            ("origin", "http://127.0.0.1:8010"),
+            ("host", "127.0.0.1:8010")
+        ])));
+        assert!(!same_origin(&h(&[
+            ("origin", "http://127.0.0.1:9999"),
+            ("host", "127.0.0.1:8010")
+        ])));
+        assert!(same_origin(&h(&[])));
     }
 }

@@ -139,6 +139,8 @@ pub struct ComponentState {
     pub last_drill: Option<Outcome>,
     /// The last successful drill.
     pub last_good_drill: Option<Outcome>,
+    /// The last check of its snapshots alone.
+    pub last_verify: Option<Outcome>,
 }
 
 /// `state.json`.

@@ -144,12 +144,22 @@ pub struct Schedule {
 }
 
 /// Where a server token comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum TokenSource {
     /// Written in the config.
     Inline(String),
     /// The first line of a file, read when the server starts.
     File(PathBuf),
+}
+
+/// Never prints an inline token.
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::Inline(_) => f.write_str("Inline(<redacted>)"),
+            TokenSource::File(p) => f.debug_tuple("File").field(p).finish(),
+        }
+    }
 }
 
 /// A server token, checked.

@@ -93,6 +93,9 @@ pub struct ComponentStatus {
     pub last_run: Option<Outcome>,
     /// The last drill.
     pub last_drill: Option<Outcome>,
+    /// The last check of its snapshots alone (the service's verify of a component; a check
+    /// of the whole repository is the repository's `last_check`).
+    pub last_verify: Option<Outcome>,
     /// The limits it breaks.
     pub breaches: Vec<Breach>,
 }
@@ -277,6 +280,7 @@ fn component_status(
         size_change_pct: change,
         last_run: state.last_run.clone(),
         last_drill: state.last_drill.clone(),
+        last_verify: state.last_verify.clone(),
         breaches,
     }
 }

@@ -73,6 +73,8 @@ pub struct VerifyOptions {
     pub max_age: Option<Duration>,
     /// Receives packs and bytes as they are read.
     pub progress: crate::ops::progress::ProgressSink,
+    /// The component whose snapshots these are: the outcome is its last verification.
+    pub component: Option<String>,
 }
 
 /// `check` for the site's callers (the service's `verify`): the whole repository, or only
@@ -99,8 +101,21 @@ pub fn verify(site: &Site, repo: &Repository, o: &VerifyOptions) -> Result<Check
                 .first()
                 .map(|f| format!("{}: {}", f.what, f.problem));
             e.duration_s = started.elapsed().as_secs_f64();
+            e.components = o.component.iter().cloned().collect();
             e.detail = serde_json::json!({ "read_data": opts.read_data.is_some(), "packs_read": r.packs_read });
             audit::append(&site.config.state_dir, &e)?;
+            if let Some(c) = &o.component {
+                let outcome = Outcome {
+                    time: Utc::now(),
+                    ok: r.errors.is_empty(),
+                    snapshot: None,
+                    error: e.error.clone(),
+                    duration_s: e.duration_s,
+                };
+                audit::update(&site.config.state_dir, |s| {
+                    s.components.entry(c.clone()).or_default().last_verify = Some(outcome);
+                })?;
+            }
         }
     }
     Ok(r)

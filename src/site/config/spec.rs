@@ -328,7 +328,7 @@ pub enum Role {
 }
 
 /// One `[[server.tokens]]` entry.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSpec {
     /// Who uses it (in the audit log).
@@ -340,6 +340,18 @@ pub struct TokenSpec {
     /// `read` (default) or `operator`.
     #[serde(default)]
     pub role: Role,
+}
+
+/// Never prints the token.
+impl std::fmt::Debug for TokenSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSpec")
+            .field("name", &self.name)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("role", &self.role)
+            .finish()
+    }
 }
 
 /// `[server]`: the HTTP service of `cairn serve`.
