@@ -244,7 +244,7 @@ pub async fn healthz() -> Json<Health> {
         (status = 500, description = "The repository cannot be read", body = ApiError),
     ))]
 pub async fn status(_: Reader, State(s): State<AppState>) -> Result<Json<StatusReport>, ApiError> {
-    s.status.get(&s.site).await.map(|r| Json((*r).clone()))
+    s.status.get(&s.site).await.map(|r| Json(r.report.clone()))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -113,7 +113,8 @@ fn escape(v: &str) -> String {
 
 /// The metrics text for the site now.
 pub async fn render(s: &AppState) -> Result<String, ApiError> {
-    let status = s.status.get(&s.site).await?;
+    let reading = s.status.get(&s.site).await?;
+    let status = &reading.report;
     let site = s.site.clone();
     let failures = s.failures.clone();
     let (repo_bytes, failures) = tokio::task::spawn_blocking(move || {

@@ -57,15 +57,45 @@ pub struct AppState {
     pub failures: Arc<metrics::Failures>,
 }
 
+/// One reading of the site: its status, and each component's last 30 snapshot sizes
+/// (oldest first) for the page's charts.
+pub struct Reading {
+    /// What `status` reports.
+    pub report: StatusReport,
+    /// Per component, the sizes of its last 30 snapshots.
+    pub sizes: std::collections::BTreeMap<String, Vec<u64>>,
+}
+
 /// The site's status, computed at most once per [`api::STATUS_TTL`] however many ask.
 #[derive(Default)]
 pub struct StatusCache {
-    slot: tokio::sync::Mutex<Option<(Instant, Arc<StatusReport>)>>,
+    slot: tokio::sync::Mutex<Option<(Instant, Arc<Reading>)>>,
+}
+
+/// Each component's last 30 snapshot sizes, oldest first.
+fn sizes(
+    site: &Site,
+    repo: &crate::repo::Repository,
+) -> Result<std::collections::BTreeMap<String, Vec<u64>>> {
+    let mut snaps = repo.snapshots()?;
+    snaps.sort_by_key(|(_, s)| s.time);
+    let mut out = std::collections::BTreeMap::new();
+    for c in &site.config.components {
+        let tag = crate::site::config::component_tag(&c.name);
+        let all: Vec<u64> = snaps
+            .iter()
+            .filter(|(_, s)| s.tags.contains(&tag))
+            .map(|(_, s)| s.summary.total_bytes)
+            .collect();
+        let from = all.len().saturating_sub(30);
+        out.insert(c.name.clone(), all[from..].to_vec());
+    }
+    Ok(out)
 }
 
 impl StatusCache {
-    /// The status, fresh within the TTL.
-    pub async fn get(&self, site: &Site) -> std::result::Result<Arc<StatusReport>, ApiError> {
+    /// The reading, fresh within the TTL.
+    pub async fn get(&self, site: &Site) -> std::result::Result<Arc<Reading>, ApiError> {
         let mut g = self.slot.lock().await;
         if let Some((at, r)) = &*g
             && at.elapsed() < api::STATUS_TTL
@@ -73,9 +103,12 @@ impl StatusCache {
             return Ok(r.clone());
         }
         let site = site.clone();
-        let r = tokio::task::spawn_blocking(move || -> Result<StatusReport> {
+        let r = tokio::task::spawn_blocking(move || -> Result<Reading> {
             let repo = site.open()?;
-            crate::site::status::status(&site, &repo, chrono::Utc::now())
+            Ok(Reading {
+                report: crate::site::status::status(&site, &repo, chrono::Utc::now())?,
+                sizes: sizes(&site, &repo)?,
+            })
         })
         .await
         .map_err(|e| {

@@ -23,7 +23,7 @@ use super::api;
 use super::auth::{self, COOKIE, Credential};
 use super::jobs::{Job, JobState};
 use crate::site::audit::Entry;
-use crate::site::config::{Role, component_tag};
+use crate::site::config::Role;
 use crate::site::status::StatusReport;
 
 /// The page's routes.
@@ -141,34 +141,6 @@ fn session<'a>(s: &'a AppState, headers: &HeaderMap) -> Option<&'a Credential> {
     auth::lookup(&s.tokens, &t)
 }
 
-/// What the page shows besides the status: each component's last 30 sizes.
-async fn histories(s: &AppState) -> BTreeMap<String, Vec<u64>> {
-    let site = s.site.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        let Ok(repo) = site.open() else {
-            return out;
-        };
-        let Ok(mut snaps) = repo.snapshots() else {
-            return out;
-        };
-        snaps.sort_by_key(|(_, s)| s.time);
-        for c in &site.config.components {
-            let tag = component_tag(&c.name);
-            let sizes: Vec<u64> = snaps
-                .iter()
-                .filter(|(_, s)| s.tags.contains(&tag))
-                .map(|(_, s)| s.summary.total_bytes)
-                .collect();
-            let from = sizes.len().saturating_sub(30);
-            out.insert(c.name.clone(), sizes[from..].to_vec());
-        }
-        out
-    })
-    .await
-    .unwrap_or_default()
-}
-
 #[derive(Deserialize)]
 struct IndexQuery {
     job: Option<String>,
@@ -196,10 +168,16 @@ async fn index(
                 .into_response();
         }
     };
-    let hist = histories(&s).await;
     let jobs = s.jobs.list();
     let active = jobs.iter().any(|j| !j.state.is_final());
-    let body = render(&s, cred, &status, &hist, &jobs, q.job.as_deref());
+    let body = render(
+        &s,
+        cred,
+        &status.report,
+        &status.sizes,
+        &jobs,
+        q.job.as_deref(),
+    );
     page("cairn — status", &body, active).into_response()
 }
 
