@@ -372,3 +372,50 @@ fn shared_and_repeated_blobs_restore_exactly_over_new_and_existing_files() {
         assert!(stray.is_empty(), "temporary files left: {stray:?}");
     }
 }
+
+/// An entry whose inode and change time are the parent's keeps the parent's extended
+/// attributes and symlink target without reading them again; a changed attribute (which
+/// moves the change time) or a retargeted link (a new inode) is read and stored anew.
+#[test]
+fn changed_xattrs_and_retargeted_links_are_seen_on_an_otherwise_unchanged_tree() {
+    let e = Env::new();
+    let src = e.path("src");
+    write(&src, "f", b"same content");
+    write(&src, "g", b"other");
+    if xattr::set(src.join("f"), "user.cairn", b"one").is_err() {
+        eprintln!("skipped: no user xattrs on this filesystem");
+        return;
+    }
+    std::os::unix::fs::symlink("f", src.join("link")).unwrap();
+    e.snapshot(&[&src]);
+    let dir = src.to_str().unwrap().to_string();
+    let node = |name: &str| {
+        let listing = e.json(&["ls", "latest", &dir], 0);
+        listing
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(node("f")["xattrs"]["user.cairn"], hex::encode("one"));
+    // Unchanged: the parent's attributes are kept.
+    e.snapshot(&[&src]);
+    assert_eq!(node("f")["xattrs"]["user.cairn"], hex::encode("one"));
+    // A new value (same size, same content, same mtime): seen.
+    let mtime = fs::metadata(src.join("f")).unwrap().modified().unwrap();
+    xattr::set(src.join("f"), "user.cairn", b"two").unwrap();
+    filetime::set_file_mtime(src.join("f"), filetime::FileTime::from_system_time(mtime)).unwrap();
+    xattr::set(src.join("g"), "user.added", b"x").unwrap();
+    fs::remove_file(src.join("link")).unwrap();
+    std::os::unix::fs::symlink("g", src.join("link")).unwrap();
+    e.snapshot(&[&src]);
+    assert_eq!(node("f")["xattrs"]["user.cairn"], hex::encode("two"));
+    assert_eq!(node("g")["xattrs"]["user.added"], hex::encode("x"));
+    assert_eq!(node("link")["link_target"], "g", "{}", node("link"));
+    // Removed: seen too.
+    xattr::remove(src.join("f"), "user.cairn").unwrap();
+    e.snapshot(&[&src]);
+    assert!(node("f")["xattrs"].is_null(), "{}", node("f"));
+}

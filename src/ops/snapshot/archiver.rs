@@ -403,7 +403,7 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         pnode: Option<&Node>,
     ) -> Result<()> {
         let m = std::fs::symlink_metadata(path);
-        let Some((_, mut node)) = self.examine(path, name, m) else {
+        let Some((_, mut node)) = self.examine(path, name, m, pnode) else {
             return Ok(());
         };
         // Only part of this directory is stored, so its times and link count describe entries
@@ -424,9 +424,11 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         path: &Path,
         name: &OsStr,
         meta: std::io::Result<std::fs::Metadata>,
+        before: Option<&Node>,
     ) -> Option<(std::fs::Metadata, Node)> {
-        let node =
-            meta.and_then(|m| node_from_metadata(name, path, &m, &mut self.owners).map(|n| (m, n)));
+        let node = meta.and_then(|m| {
+            node_from_metadata(name, path, &m, &mut self.owners, before).map(|n| (m, n))
+        });
         match node {
             Ok(found) => Some(found),
             Err(e) => {
@@ -454,7 +456,7 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         if self.excludes.excluded(path, name) || self.opts.skip.iter().any(|s| s == path) {
             return Ok(());
         }
-        let Some((m, node)) = self.examine(path, name, meta) else {
+        let Some((m, node)) = self.examine(path, name, meta, pnode) else {
             return Ok(());
         };
         match node.kind {
