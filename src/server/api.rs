@@ -208,6 +208,41 @@ fn refusal(r: Refusal) -> ApiError {
     }
 }
 
+/// The answers of every endpoint that starts a job (documented once for all of them and
+/// their aliases).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // read by the OpenAPI derive only
+enum JobStarted {
+    /// The job, queued or running.
+    #[response(status = 202, description = "The job, queued or running",
+        headers(("Location" = String, description = "The job's address")))]
+    Accepted(Job),
+    #[response(
+        status = 400,
+        description = "A malformed request, a wrong duration, or a snapshot of another component"
+    )]
+    BadRequest(ApiError),
+    #[response(status = 401, description = "No or unknown token")]
+    Unauthorized(ApiError),
+    #[response(status = 403, description = "A read-only token")]
+    Forbidden(ApiError),
+    #[response(
+        status = 404,
+        description = "No such component, profile, kind or snapshot"
+    )]
+    NotFound(ApiError),
+    #[response(status = 413, description = "The body is too large")]
+    TooLarge(ApiError),
+    #[response(status = 415, description = "The body is not JSON")]
+    NotJson(ApiError),
+    #[response(status = 422, description = "The body does not match the schema")]
+    Unprocessable(ApiError),
+    #[response(status = 500, description = "The repository cannot be read")]
+    Internal(ApiError),
+    #[response(status = 503, description = "The service is shutting down")]
+    Unavailable(ApiError),
+}
+
 /// The JSON of a report.
 fn report<T: Serialize>(r: &T) -> serde_json::Value {
     serde_json::to_value(r).unwrap_or_default()
@@ -311,18 +346,7 @@ impl BackupRequest {
 /// Starts a backup job.
 #[utoipa::path(post, path = "/v1/backups", tag = "backups", security(("bearer" = [])),
     request_body = BackupRequest,
-    responses(
-        (status = 202, description = "The job, queued or running", body = Job,
-         headers(("Location" = String, description = "The job's address"))),
-        (status = 400, description = "A malformed request", body = ApiError),
-        (status = 401, description = "No or unknown token", body = ApiError),
-        (status = 403, description = "A read-only token", body = ApiError),
-        (status = 404, description = "No such component, profile or kind", body = ApiError),
-        (status = 413, description = "The body is too large", body = ApiError),
-        (status = 415, description = "The body is not JSON", body = ApiError),
-        (status = 422, description = "The body does not match the schema", body = ApiError),
-        (status = 503, description = "The service is shutting down", body = ApiError),
-    ))]
+    responses(JobStarted))]
 pub async fn create_backup(
     Operator(who): Operator,
     State(s): State<AppState>,
@@ -541,19 +565,7 @@ pub struct VerifyRequest {
 /// Starts a verify job: `cairn check` (with `read_data`, `--read-data`).
 #[utoipa::path(post, path = "/v1/verify", tag = "jobs", security(("bearer" = [])),
     request_body = VerifyRequest,
-    responses(
-        (status = 202, description = "The job", body = Job,
-         headers(("Location" = String, description = "The job's address"))),
-        (status = 400, description = "A malformed request", body = ApiError),
-        (status = 401, description = "No or unknown token", body = ApiError),
-        (status = 403, description = "A read-only token", body = ApiError),
-        (status = 404, description = "No such component or snapshot", body = ApiError),
-        (status = 413, description = "The body is too large", body = ApiError),
-        (status = 415, description = "The body is not JSON", body = ApiError),
-        (status = 422, description = "The body does not match the schema", body = ApiError),
-        (status = 500, description = "The repository cannot be read", body = ApiError),
-        (status = 503, description = "The service is shutting down", body = ApiError),
-    ))]
+    responses(JobStarted))]
 pub async fn verify(
     Operator(who): Operator,
     State(s): State<AppState>,
@@ -654,19 +666,7 @@ pub struct RollbackRequest {
 /// Starts a rollback job.
 #[utoipa::path(post, path = "/v1/rollback", tag = "jobs", security(("bearer" = [])),
     request_body = RollbackRequest,
-    responses(
-        (status = 202, description = "The job", body = Job,
-         headers(("Location" = String, description = "The job's address"))),
-        (status = 400, description = "A malformed request, or a snapshot of another component", body = ApiError),
-        (status = 401, description = "No or unknown token", body = ApiError),
-        (status = 403, description = "A read-only token", body = ApiError),
-        (status = 404, description = "No such component or snapshot", body = ApiError),
-        (status = 413, description = "The body is too large", body = ApiError),
-        (status = 415, description = "The body is not JSON", body = ApiError),
-        (status = 422, description = "The body does not match the schema", body = ApiError),
-        (status = 500, description = "The repository cannot be read", body = ApiError),
-        (status = 503, description = "The service is shutting down", body = ApiError),
-    ))]
+    responses(JobStarted))]
 pub async fn rollback(
     Operator(who): Operator,
     State(s): State<AppState>,
@@ -729,18 +729,7 @@ pub struct RecoverRequest {
 /// Starts a recover job.
 #[utoipa::path(post, path = "/v1/recover", tag = "jobs", security(("bearer" = [])),
     request_body = RecoverRequest,
-    responses(
-        (status = 202, description = "The job", body = Job,
-         headers(("Location" = String, description = "The job's address"))),
-        (status = 400, description = "A malformed request", body = ApiError),
-        (status = 401, description = "No or unknown token", body = ApiError),
-        (status = 403, description = "A read-only token", body = ApiError),
-        (status = 404, description = "No such component", body = ApiError),
-        (status = 413, description = "The body is too large", body = ApiError),
-        (status = 415, description = "The body is not JSON", body = ApiError),
-        (status = 422, description = "The body does not match the schema", body = ApiError),
-        (status = 503, description = "The service is shutting down", body = ApiError),
-    ))]
+    responses(JobStarted))]
 pub async fn recover(
     Operator(who): Operator,
     State(s): State<AppState>,
@@ -793,18 +782,7 @@ pub struct DrillRequest {
 /// Starts a drill job: the newest snapshot restored into scratch space, proven and probed.
 #[utoipa::path(post, path = "/v1/drills", tag = "jobs", security(("bearer" = [])),
     request_body = DrillRequest,
-    responses(
-        (status = 202, description = "The job", body = Job,
-         headers(("Location" = String, description = "The job's address"))),
-        (status = 400, description = "A malformed request", body = ApiError),
-        (status = 401, description = "No or unknown token", body = ApiError),
-        (status = 403, description = "A read-only token", body = ApiError),
-        (status = 404, description = "No such component", body = ApiError),
-        (status = 413, description = "The body is too large", body = ApiError),
-        (status = 415, description = "The body is not JSON", body = ApiError),
-        (status = 422, description = "The body does not match the schema", body = ApiError),
-        (status = 503, description = "The service is shutting down", body = ApiError),
-    ))]
+    responses(JobStarted))]
 pub async fn drill(
     Operator(who): Operator,
     State(s): State<AppState>,
@@ -914,18 +892,7 @@ pub async fn cancel_job(
 /// Alias of `POST /v1/backups` (`{"type": "pre-deploy", "component": …, "reason": …}`).
 #[utoipa::path(post, path = "/backup", tag = "aliases", security(("bearer" = [])),
     request_body = BackupRequest,
-    responses(
-        (status = 202, description = "The job", body = Job,
-         headers(("Location" = String, description = "The job's address"))),
-        (status = 400, description = "A malformed request", body = ApiError),
-        (status = 401, description = "No or unknown token", body = ApiError),
-        (status = 403, description = "A read-only token", body = ApiError),
-        (status = 404, description = "No such component, profile or kind", body = ApiError),
-        (status = 413, description = "The body is too large", body = ApiError),
-        (status = 415, description = "The body is not JSON", body = ApiError),
-        (status = 422, description = "The body does not match the schema", body = ApiError),
-        (status = 503, description = "The service is shutting down", body = ApiError),
-    ))]
+    responses(JobStarted))]
 pub async fn alias_backup(
     o: Operator,
     s: State<AppState>,
@@ -955,19 +922,7 @@ pub async fn alias_list(
 /// Alias of `POST /v1/verify`.
 #[utoipa::path(post, path = "/verify", tag = "aliases", security(("bearer" = [])),
     request_body = VerifyRequest,
-    responses(
-        (status = 202, description = "The job", body = Job,
-         headers(("Location" = String, description = "The job's address"))),
-        (status = 400, description = "A malformed request", body = ApiError),
-        (status = 401, description = "No or unknown token", body = ApiError),
-        (status = 403, description = "A read-only token", body = ApiError),
-        (status = 404, description = "No such component or snapshot", body = ApiError),
-        (status = 413, description = "The body is too large", body = ApiError),
-        (status = 415, description = "The body is not JSON", body = ApiError),
-        (status = 422, description = "The body does not match the schema", body = ApiError),
-        (status = 500, description = "The repository cannot be read", body = ApiError),
-        (status = 503, description = "The service is shutting down", body = ApiError),
-    ))]
+    responses(JobStarted))]
 pub async fn alias_verify(
     o: Operator,
     s: State<AppState>,
@@ -979,19 +934,7 @@ pub async fn alias_verify(
 /// Alias of `POST /v1/rollback` (`{"backup_id": …, "component": …}`).
 #[utoipa::path(post, path = "/rollback", tag = "aliases", security(("bearer" = [])),
     request_body = RollbackRequest,
-    responses(
-        (status = 202, description = "The job", body = Job,
-         headers(("Location" = String, description = "The job's address"))),
-        (status = 400, description = "A malformed request, or a snapshot of another component", body = ApiError),
-        (status = 401, description = "No or unknown token", body = ApiError),
-        (status = 403, description = "A read-only token", body = ApiError),
-        (status = 404, description = "No such component or snapshot", body = ApiError),
-        (status = 413, description = "The body is too large", body = ApiError),
-        (status = 415, description = "The body is not JSON", body = ApiError),
-        (status = 422, description = "The body does not match the schema", body = ApiError),
-        (status = 500, description = "The repository cannot be read", body = ApiError),
-        (status = 503, description = "The service is shutting down", body = ApiError),
-    ))]
+    responses(JobStarted))]
 pub async fn alias_rollback(
     o: Operator,
     s: State<AppState>,
@@ -1021,18 +964,7 @@ pub async fn alias_versions(
 /// Alias of `POST /v1/recover`.
 #[utoipa::path(post, path = "/recover", tag = "aliases", security(("bearer" = [])),
     request_body = RecoverRequest,
-    responses(
-        (status = 202, description = "The job", body = Job,
-         headers(("Location" = String, description = "The job's address"))),
-        (status = 400, description = "A malformed request", body = ApiError),
-        (status = 401, description = "No or unknown token", body = ApiError),
-        (status = 403, description = "A read-only token", body = ApiError),
-        (status = 404, description = "No such component", body = ApiError),
-        (status = 413, description = "The body is too large", body = ApiError),
-        (status = 415, description = "The body is not JSON", body = ApiError),
-        (status = 422, description = "The body does not match the schema", body = ApiError),
-        (status = 503, description = "The service is shutting down", body = ApiError),
-    ))]
+    responses(JobStarted))]
 pub async fn alias_recover(
     o: Operator,
     s: State<AppState>,
