@@ -157,33 +157,18 @@ paths = ["files"]
     assert_eq!(l[0]["reason"], "alias", "{l}");
     let (status, _) = srv.json("GET", "/versions?component=files", Some(READER), None);
     assert_eq!(status, 200);
-    let (status, j) = srv.json(
-        "POST",
-        "/rollback",
-        Some(OPERATOR),
-        Some(&format!(
-            r#"{{"backup_id": "{}", "component": "files"}}"#,
-            l[0]["id"].as_str().unwrap()
-        )),
-    );
-    assert_eq!(status, 202, "{j}");
-    assert_eq!(srv.wait(j["id"].as_str().unwrap())["state"], "succeeded");
-    let (status, j) = srv.json(
-        "POST",
-        "/verify",
-        Some(OPERATOR),
-        Some(r#"{"component": "files"}"#),
-    );
-    assert_eq!(status, 202, "{j}");
-    assert_eq!(srv.wait(j["id"].as_str().unwrap())["state"], "succeeded");
-    let (status, j) = srv.json(
-        "POST",
-        "/recover",
-        Some(OPERATOR),
-        Some(r#"{"components": ["files"]}"#),
-    );
-    assert_eq!(status, 202, "{j}");
-    assert_eq!(srv.wait(j["id"].as_str().unwrap())["state"], "succeeded");
+    let backup_id = l[0]["id"].as_str().unwrap();
+    for (path, body) in [
+        (
+            "/rollback",
+            format!(r#"{{"backup_id": "{backup_id}", "component": "files"}}"#),
+        ),
+        ("/verify", r#"{"component": "files"}"#.to_string()),
+        ("/recover", r#"{"components": ["files"]}"#.to_string()),
+    ] {
+        let done = srv.job(path, &body);
+        assert_eq!(done["state"], "succeeded", "{path}: {done}");
+    }
 
     // A failing component's job fails with the component's error.
     pg.psql("postgres", "drop database app with (force)");
