@@ -52,6 +52,26 @@ impl<'r> Claims<'r> {
         Ok(self.ids().contains(id) || self.repo.cache().contains(id)?)
     }
 
+    /// [`is_known`](Self::is_known) for each of `ids`, the cache asked once for the lot.
+    pub fn known_each(&self, ids: &[BlobId]) -> Result<Vec<bool>> {
+        // The set first, as in `is_known`.
+        let mut known: Vec<bool> = {
+            let set = self.ids();
+            ids.iter().map(|id| set.contains(id)).collect()
+        };
+        let rest: Vec<BlobId> = ids
+            .iter()
+            .zip(&known)
+            .filter(|(_, k)| !**k)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut found = self.repo.cache().contains_each(&rest)?.into_iter();
+        for k in known.iter_mut().filter(|k| !**k) {
+            *k = found.next().unwrap_or(false);
+        }
+        Ok(known)
+    }
+
     /// True when the caller must store this blob: it is not known, and it is now claimed by
     /// the caller (no other worker will seal it). A claimed blob must then be handed to
     /// [`BlobSaver::add_claimed`], or the run must fail.
@@ -119,6 +139,11 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
     /// True when the blob is already stored (indexed, or added in this run).
     pub fn is_known(&self, id: &BlobId) -> Result<bool> {
         self.claims.is_known(id)
+    }
+
+    /// See [`Claims::known_each`].
+    pub fn known_each(&self, ids: &[BlobId]) -> Result<Vec<bool>> {
+        self.claims.known_each(ids)
     }
 
     /// Queues a sealed blob that the caller claimed (see [`Claims::claim`]) for a pack.

@@ -30,7 +30,7 @@ use crate::repo::Repository;
 use crate::repo::blob::BlobType;
 use crate::repo::saver::{BlobSaver, Claims};
 use crate::repo::snapshot::Summary;
-use crate::source::fs::{Owners, node_from_metadata};
+use crate::source::fs::{Owners, node_from_metadata, to_ns};
 use crate::source::stream::for_each_window;
 use crate::tree::{Node, NodeKind, Tree};
 
@@ -386,7 +386,7 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
             let pnode = parent.and_then(|t| t.get(name.as_bytes()));
             if child.requested {
                 let m = std::fs::symlink_metadata(&path);
-                self.archive_entry(key, &path, name, m, pnode, None)?;
+                self.archive_entry(key, &path, name, m, pnode, None, false)?;
             } else {
                 self.intermediate(key, &path, name, child, pnode)?;
             }
@@ -451,6 +451,7 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         meta: std::io::Result<std::fs::Metadata>,
         pnode: Option<&Node>,
         parent_dev: Option<u64>,
+        proven: bool,
     ) -> Result<()> {
         self.opts.cancel.check()?;
         if self.excludes.excluded(path, name) || self.opts.skip.iter().any(|s| s == path) {
@@ -487,7 +488,7 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
                 }
                 Ok(())
             }
-            NodeKind::File => self.save_file(key, path, node, pnode),
+            NodeKind::File => self.save_file(key, path, node, pnode, proven),
             _ => {
                 self.push(key, node, false);
                 Ok(())
@@ -517,29 +518,72 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         };
         let mut names = entries;
         names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let proven = self.proven_unchanged(&names, parent)?;
         let key = self.open_dir(link);
-        for (name, meta) in names {
+        for (i, (name, meta)) in names.into_iter().enumerate() {
             let child = path.join(&name);
             let pnode = parent.and_then(|t| t.get(name.as_bytes()));
-            self.archive_entry(key, &child, &name, meta, pnode, Some(dev))?;
+            self.archive_entry(key, &child, &name, meta, pnode, Some(dev), proven[i])?;
         }
         self.release(key)?;
         Ok(true)
     }
 
+    /// For each entry of a directory: true when it is a regular file whose `lstat` matches
+    /// its node in the parent tree and every chunk of that node is indexed — found with one
+    /// lookup of all such chunks, not one per chunk (the unchanged re-run's lookups were
+    /// mostly SQLite's per-statement locking).
+    fn proven_unchanged(
+        &self,
+        entries: &[(std::ffi::OsString, std::io::Result<std::fs::Metadata>)],
+        parent: Option<&Tree>,
+    ) -> Result<Vec<bool>> {
+        let mut proven = vec![false; entries.len()];
+        let (Some(parent), false) = (parent, self.opts.force) else {
+            return Ok(proven);
+        };
+        let mut ids = Vec::new();
+        let mut spans = Vec::new();
+        for (i, (name, meta)) in entries.iter().enumerate() {
+            let (Ok(m), Some(p)) = (meta, parent.get(name.as_bytes())) else {
+                continue;
+            };
+            let same = p.kind == NodeKind::File
+                && m.file_type().is_file()
+                && p.size == m.len()
+                && p.inode == m.ino()
+                && p.mtime_ns == to_ns(m.mtime(), m.mtime_nsec())
+                && p.ctime_ns == to_ns(m.ctime(), m.ctime_nsec());
+            if same {
+                spans.push((i, ids.len(), p.content.len()));
+                ids.extend_from_slice(&p.content);
+            }
+        }
+        if ids.is_empty() {
+            return Ok(proven);
+        }
+        let known = self.saver.known_each(&ids)?;
+        for (i, at, n) in spans {
+            proven[i] = known[at..at + n].iter().all(|k| *k);
+        }
+        Ok(proven)
+    }
+
     /// Adds a regular file: its parent's content when unchanged, else a placeholder filled
-    /// when the pool has read it.
+    /// when the pool has read it. `proven`: its parent node's chunks were found indexed
+    /// already (see [`Self::proven_unchanged`]).
     fn save_file(
         &mut self,
         key: usize,
         path: &Path,
         mut node: Node,
         pnode: Option<&Node>,
+        proven: bool,
     ) -> Result<()> {
         self.summary.total_files += 1;
         self.summary.total_bytes += node.size;
         if let Some(p) = pnode.filter(|p| !self.opts.force && p.unchanged(&node))
-            && self.all_indexed(&p.content)?
+            && (proven || self.all_indexed(&p.content)?)
         {
             node.content = p.content.clone();
             self.summary.files_unmodified += 1;
