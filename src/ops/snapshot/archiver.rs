@@ -118,6 +118,15 @@ pub(super) struct Archiver<'p, 't, 'a, 'r> {
     hardlinks: HashMap<(u64, u64), LinkGroup>,
 }
 
+/// What the walk knows of an entry before examining it.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Seen {
+    /// The device of its directory (for `--one-file-system`); `None` for a source path.
+    parent_dev: Option<u64>,
+    /// Its node in the parent tree matches its `lstat` and every chunk of it is indexed.
+    proven: bool,
+}
+
 impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
     pub(super) fn new(
         repo: &'r Repository,
@@ -386,7 +395,7 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
             let pnode = parent.and_then(|t| t.get(name.as_bytes()));
             if child.requested {
                 let m = std::fs::symlink_metadata(&path);
-                self.archive_entry(key, &path, name, m, pnode, None, false)?;
+                self.archive_entry(key, &path, name, m, pnode, Seen::default())?;
             } else {
                 self.intermediate(key, &path, name, child, pnode)?;
             }
@@ -450,9 +459,9 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         name: &OsStr,
         meta: std::io::Result<std::fs::Metadata>,
         pnode: Option<&Node>,
-        parent_dev: Option<u64>,
-        proven: bool,
+        seen: Seen,
     ) -> Result<()> {
+        let Seen { parent_dev, proven } = seen;
         self.opts.cancel.check()?;
         if self.excludes.excluded(path, name) || self.opts.skip.iter().any(|s| s == path) {
             return Ok(());
@@ -523,7 +532,11 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         for (i, (name, meta)) in names.into_iter().enumerate() {
             let child = path.join(&name);
             let pnode = parent.and_then(|t| t.get(name.as_bytes()));
-            self.archive_entry(key, &child, &name, meta, pnode, Some(dev), proven[i])?;
+            let seen = Seen {
+                parent_dev: Some(dev),
+                proven: proven[i],
+            };
+            self.archive_entry(key, &child, &name, meta, pnode, seen)?;
         }
         self.release(key)?;
         Ok(true)
