@@ -438,30 +438,9 @@ fn jobs_of_a_component_queue_cancel_safely_and_status_answers_under_load() {
     let srv = Server::start(&s, &["--no-schedules"]);
     std::thread::sleep(Duration::from_millis(300));
     let idle_kib = srv.rss_kib();
-    let b1 = srv
-        .json(
-            "POST",
-            "/v1/backups",
-            Some(OPERATOR),
-            Some(r#"{"component": "big"}"#),
-        )
-        .1;
-    let b2 = srv
-        .json(
-            "POST",
-            "/v1/backups",
-            Some(OPERATOR),
-            Some(r#"{"component": "big", "reason": "second"}"#),
-        )
-        .1;
-    let f = srv
-        .json(
-            "POST",
-            "/v1/backups",
-            Some(OPERATOR),
-            Some(r#"{"component": "files"}"#),
-        )
-        .1;
+    let b1 = srv.start_job("/v1/backups", r#"{"component": "big"}"#);
+    let b2 = srv.start_job("/v1/backups", r#"{"component": "big", "reason": "second"}"#);
+    let f = srv.start_job("/v1/backups", r#"{"component": "files"}"#);
     assert_eq!(b1["state"], "running", "{b1}");
     assert_eq!(
         b2["state"], "queued",
@@ -543,14 +522,7 @@ fn jobs_of_a_component_queue_cancel_safely_and_status_answers_under_load() {
     );
     assert_eq!((status, again["error"].as_str()), (409, Some("conflict")));
     // A running verify cannot be stopped safely.
-    let v = srv
-        .json(
-            "POST",
-            "/v1/verify",
-            Some(OPERATOR),
-            Some(r#"{"read_data": true}"#),
-        )
-        .1;
+    let v = srv.start_job("/v1/verify", r#"{"read_data": true}"#);
     let (status, e) = srv.json(
         "DELETE",
         &format!("/v1/jobs/{}", v["id"].as_str().unwrap()),
@@ -579,14 +551,7 @@ fn a_server_killed_mid_backup_leaves_a_repository_that_checks_and_the_next_job_s
         "[components.big]\ncommand = \"head -c 40000000 /dev/urandom; sleep 58\"\nfilename = \"stream\"\n",
     );
     let mut srv = Server::start(&s, &["--no-schedules"]);
-    let j = srv
-        .json(
-            "POST",
-            "/v1/backups",
-            Some(OPERATOR),
-            Some(r#"{"component": "big"}"#),
-        )
-        .1;
+    let j = srv.start_job("/v1/backups", r#"{"component": "big"}"#);
     let path = format!("/v1/jobs/{}", j["id"].as_str().unwrap());
     let t = Instant::now();
     loop {
@@ -627,14 +592,7 @@ fn a_server_killed_mid_backup_leaves_a_repository_that_checks_and_the_next_job_s
     .unwrap();
     let srv = Server::start(&s, &["--no-schedules"]);
     let before = s.versions("big").len();
-    let j = srv
-        .json(
-            "POST",
-            "/v1/backups",
-            Some(OPERATOR),
-            Some(r#"{"component": "big"}"#),
-        )
-        .1;
+    let j = srv.start_job("/v1/backups", r#"{"component": "big"}"#);
     assert_eq!(j["state"], "running");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(srv.terminate(), Some(0));

@@ -130,10 +130,16 @@ impl Server {
         (status, v)
     }
 
-    /// Submits a job (`POST path body` as the operator, 202) and waits for its end.
-    pub fn job(&self, path: &str, body: &str) -> Value {
+    /// Submits a job (`POST path body` as the operator, 202); returns it as made.
+    pub fn start_job(&self, path: &str, body: &str) -> Value {
         let (status, job) = self.json("POST", path, Some(OPERATOR), Some(body));
         assert_eq!(status, 202, "POST {path} {body}: {job}");
+        job
+    }
+
+    /// Submits a job and waits for its end.
+    pub fn job(&self, path: &str, body: &str) -> Value {
+        let job = self.start_job(path, body);
         self.wait(job["id"].as_str().unwrap())
     }
 
