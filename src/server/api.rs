@@ -243,6 +243,38 @@ enum JobStarted {
     Unavailable(ApiError),
 }
 
+/// The answers of the backup list and its alias.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // read by the OpenAPI derive only
+enum BackupsListed {
+    #[response(status = 200, description = "Snapshots, newest first")]
+    Listed(Vec<Backup>),
+    #[response(status = 400, description = "A malformed query")]
+    BadRequest(ApiError),
+    #[response(status = 401, description = "No or unknown token")]
+    Unauthorized(ApiError),
+    #[response(status = 404, description = "No such component")]
+    NotFound(ApiError),
+    #[response(status = 500, description = "The repository cannot be read")]
+    Internal(ApiError),
+}
+
+/// The answers of the versions list and its alias.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // read by the OpenAPI derive only
+enum VersionsListed {
+    #[response(status = 200, description = "The component's snapshots, oldest first")]
+    Listed(Vec<Version>),
+    #[response(status = 400, description = "A malformed query")]
+    BadRequest(ApiError),
+    #[response(status = 401, description = "No or unknown token")]
+    Unauthorized(ApiError),
+    #[response(status = 404, description = "No such component")]
+    NotFound(ApiError),
+    #[response(status = 500, description = "The repository cannot be read")]
+    Internal(ApiError),
+}
+
 /// The JSON of a report.
 fn report<T: Serialize>(r: &T) -> serde_json::Value {
     serde_json::to_value(r).unwrap_or_default()
@@ -464,13 +496,7 @@ pub struct BackupQuery {
 /// The site's snapshots, newest first.
 #[utoipa::path(get, path = "/v1/backups", tag = "backups", security(("bearer" = [])),
     params(BackupQuery),
-    responses(
-        (status = 200, description = "Snapshots, newest first", body = Vec<Backup>),
-        (status = 400, description = "A malformed query", body = ApiError),
-        (status = 401, description = "No or unknown token", body = ApiError),
-        (status = 404, description = "No such component", body = ApiError),
-        (status = 500, description = "The repository cannot be read", body = ApiError),
-    ))]
+    responses(BackupsListed))]
 pub async fn list_backups(
     _: Reader,
     State(s): State<AppState>,
@@ -520,13 +546,7 @@ pub struct VersionsQuery {
 /// What `cairn versions COMPONENT` lists: the component's snapshots, oldest first.
 #[utoipa::path(get, path = "/v1/versions", tag = "backups", security(("bearer" = [])),
     params(VersionsQuery),
-    responses(
-        (status = 200, description = "The component's snapshots, oldest first", body = Vec<Version>),
-        (status = 400, description = "A malformed query", body = ApiError),
-        (status = 401, description = "No or unknown token", body = ApiError),
-        (status = 404, description = "No such component", body = ApiError),
-        (status = 500, description = "The repository cannot be read", body = ApiError),
-    ))]
+    responses(VersionsListed))]
 pub async fn versions(
     _: Reader,
     State(s): State<AppState>,
@@ -904,13 +924,7 @@ pub async fn alias_backup(
 /// Alias of `GET /v1/backups`.
 #[utoipa::path(get, path = "/list", tag = "aliases", security(("bearer" = [])),
     params(BackupQuery),
-    responses(
-        (status = 200, description = "Snapshots, newest first", body = Vec<Backup>),
-        (status = 400, description = "A malformed query", body = ApiError),
-        (status = 401, description = "No or unknown token", body = ApiError),
-        (status = 404, description = "No such component", body = ApiError),
-        (status = 500, description = "The repository cannot be read", body = ApiError),
-    ))]
+    responses(BackupsListed))]
 pub async fn alias_list(
     r: Reader,
     s: State<AppState>,
@@ -946,13 +960,7 @@ pub async fn alias_rollback(
 /// Alias of `GET /v1/versions`.
 #[utoipa::path(get, path = "/versions", tag = "aliases", security(("bearer" = [])),
     params(VersionsQuery),
-    responses(
-        (status = 200, description = "The component's snapshots, oldest first", body = Vec<Version>),
-        (status = 400, description = "A malformed query", body = ApiError),
-        (status = 401, description = "No or unknown token", body = ApiError),
-        (status = 404, description = "No such component", body = ApiError),
-        (status = 500, description = "The repository cannot be read", body = ApiError),
-    ))]
+    responses(VersionsListed))]
 pub async fn alias_versions(
     r: Reader,
     s: State<AppState>,

@@ -144,6 +144,9 @@ impl StatusCache {
         description = "The backup service of one site: backups, verification, rollback, recovery and drills of the components in its cairn.toml. Every endpoint but /healthz and this document needs `Authorization: Bearer TOKEN` with a token from [[server.tokens]]; operations that change anything need a token with role = \"operator\". Errors are JSON: {\"error\": CODE, \"detail\": TEXT}."
     ),
     modifiers(&Bearer),
+    // Bodies named only through shared response sets (api::BackupsListed) are not collected
+    // from the handlers: list them here.
+    components(schemas(api::Backup, crate::site::status::Version)),
     tags(
         (name = "service", description = "Liveness and this document"),
         (name = "status", description = "What `cairn status` shows"),
