@@ -13,14 +13,6 @@ use common::servers::Postgres;
 use common::site::Site;
 use common::{random_bytes, write};
 
-/// Row count and a checksum of the table's content.
-fn fingerprint(pg: &Postgres, db: &str) -> String {
-    pg.psql(
-        db,
-        "select count(*) || ' ' || md5(string_agg(id || ':' || v, ',' order by id)) from items",
-    )
-}
-
 /// A site with a files component (`files/`) and `extra` config.
 fn files_site(extra: &str) -> Site {
     let s = Site::new(&format!(
@@ -70,7 +62,7 @@ paths = ["files"]
     ));
     write(&s.p("files"), "app.conf", b"db = app\n");
     let srv = Server::start(&s, &["--no-schedules"]);
-    let at_backup = fingerprint(&pg, "app");
+    let at_backup = pg.items_fingerprint("app");
 
     // Backup: a job, run in the background, whose result is `cairn run`'s report.
     let (status, job) = srv.json(
@@ -118,13 +110,13 @@ paths = ["files"]
         "app",
         "delete from items where id % 5 = 0; insert into items(v) values ('after');",
     );
-    assert_ne!(fingerprint(&pg, "app"), at_backup);
+    assert_ne!(pg.items_fingerprint("app"), at_backup);
     let rb = srv.job(
         "/v1/rollback",
         &format!(r#"{{"component": "db", "snapshot": "{}"}}"#, &snap[..8]),
     );
     assert_eq!(rb["state"], "succeeded", "{rb}");
-    assert_eq!(fingerprint(&pg, "app"), at_backup);
+    assert_eq!(pg.items_fingerprint("app"), at_backup);
     let pre = rb["result"]["pre_rollback"].as_str().unwrap().to_string();
     let (_, versions) = srv.json("GET", "/v1/versions?component=db", Some(READER), None);
     let kinds: Vec<&str> = versions

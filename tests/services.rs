@@ -9,14 +9,6 @@ use common::site::Site;
 use common::webhook::Receiver;
 use common::write;
 
-/// Row count and a checksum of the table's content.
-fn fingerprint(pg: &Postgres, db: &str) -> String {
-    pg.psql(
-        db,
-        "select count(*) || ' ' || md5(string_agg(id || ':' || v, ',' order by id)) from items",
-    )
-}
-
 #[test]
 fn postgres_dump_rollback_and_drill() {
     let Some(pg) = Postgres::start() else { return };
@@ -53,7 +45,7 @@ webhooks = ["{url}"]
         url = hook.url("/hook"),
     ));
     write(&s.p("files"), "app.conf", b"db = app\n");
-    let at_snapshot = fingerprint(&pg, "app");
+    let at_snapshot = pg.items_fingerprint("app");
 
     // A failing pg_dump fails its component only: the others are stored, a webhook fires.
     let r = s.json(&["run"], 1);
@@ -97,9 +89,9 @@ webhooks = ["{url}"]
         "delete from items where id % 7 = 0; update items set v = 'changed' where id % 11 = 0; \
          insert into items(v) values ('after the snapshot');",
     );
-    assert_ne!(fingerprint(&pg, "app"), at_snapshot);
+    assert_ne!(pg.items_fingerprint("app"), at_snapshot);
     let rb = s.json(&["rollback", "db", &snap[..8]], 0);
-    assert_eq!(fingerprint(&pg, "app"), at_snapshot);
+    assert_eq!(pg.items_fingerprint("app"), at_snapshot);
     // The pre-rollback snapshot holds the changed state.
     let pre = rb["pre_rollback"].as_str().unwrap();
     let versions = s.json(&["versions", "db"], 0);

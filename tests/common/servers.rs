@@ -267,6 +267,15 @@ impl Postgres {
     /// Runs `sql` (any number of statements) in database `db` with
     /// `psql -X -q -A -t -v ON_ERROR_STOP=1` and returns the trimmed output: rows one a line,
     /// columns separated by `|`. Panics with psql's stderr when a statement fails.
+    /// Row count and a checksum of the content of table `items (id, v)` in `db`: what the
+    /// database tests compare before a change and after a rollback.
+    pub fn items_fingerprint(&self, db: &str) -> String {
+        self.psql(
+            db,
+            "select count(*) || ' ' || md5(string_agg(id || ':' || v, ',' order by id)) from items",
+        )
+    }
+
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let mut child = self
             .client("psql")
