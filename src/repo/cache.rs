@@ -47,6 +47,10 @@ pub struct Cache {
 /// mirror of `index/` and a memo of `copy`).
 const SCHEMA_VERSION: i64 = 4;
 
+/// The page cache of a rebuild of the mirror (KiB): bounded whatever the repository's size;
+/// 32 MiB holds the blob table of about 300,000 blobs.
+const REBUILD_CACHE_KIB: u32 = 32 * 1024;
+
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
@@ -215,12 +219,18 @@ impl Cache {
     /// [`commit_rebuild`](Self::commit_rebuild) or [`abort_rebuild`](Self::abort_rebuild).
     /// A rebuild follows a prune, which may have deleted blobs that only unused trees still
     /// name: the copy memo, which trusts a mapped tree without walking it, is dropped too.
+    ///
+    /// Rows arrive in id order per index file only, so the rebuild inserts all over the
+    /// table: it gets a page cache of [`REBUILD_CACHE_KIB`] until it ends, instead of the
+    /// default 2 MiB that spilled each page into the WAL many times over (measured on 64k
+    /// blobs: 29,454 WAL writes for a 1,440-page table, a quarter of a structure check).
     pub fn begin_rebuild(&self) -> Result<()> {
         self.conn
-            .execute_batch(
-                "BEGIN IMMEDIATE; DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files; \
-                 DELETE FROM copy_map;",
-            )
+            .execute_batch(&format!(
+                "PRAGMA cache_size = -{REBUILD_CACHE_KIB}; \
+                 BEGIN IMMEDIATE; DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files; \
+                 DELETE FROM copy_map;"
+            ))
             .map_err(|e| self.err(e))
     }
 
@@ -232,6 +242,8 @@ impl Cache {
             .execute_batch("DELETE FROM verified WHERE pack NOT IN (SELECT id FROM packs); COMMIT");
         if r.is_err() {
             self.abort_rebuild();
+        } else {
+            self.end_rebuild_cache();
         }
         r.map_err(|e| self.err(e))
     }
@@ -239,6 +251,14 @@ impl Cache {
     /// Drops a rebuild; the old mirror stays.
     pub fn abort_rebuild(&self) {
         let _ = self.conn.execute_batch("ROLLBACK");
+        self.end_rebuild_cache();
+    }
+
+    /// Gives the rebuild's page cache back: everything after it reads a few pages per query.
+    fn end_rebuild_cache(&self) {
+        let _ = self
+            .conn
+            .execute_batch("PRAGMA cache_size = -2000; PRAGMA shrink_memory;");
     }
 
     /// Forgets the mirror of the index (used when index files disappeared from the
@@ -370,23 +390,30 @@ impl Cache {
 
     /// [`contains`](Self::contains) for each of `ids`, in one read transaction: one set of
     /// locks for the lot instead of one per statement (a directory's unchanged files look
-    /// up all their chunks at once). A savepoint, so that it also works inside a transaction.
+    /// up all their chunks at once).
     pub fn contains_each(&self, ids: &[BlobId]) -> Result<Vec<bool>> {
+        self.in_read(|c| ids.iter().map(|id| c.contains(id)).collect())
+    }
+
+    /// [`lookup`](Self::lookup) for each of `ids`, in one read transaction (`check` locates
+    /// a tree's subtrees and data at once).
+    pub fn lookup_each(&self, ids: &[BlobId]) -> Result<Vec<Option<BlobLocation>>> {
+        self.in_read(|c| ids.iter().map(|id| c.lookup(id)).collect())
+    }
+
+    /// Runs the reads of `f` in one read transaction: SQLite takes its locks and reads the
+    /// WAL's index once for all of them instead of once per statement (measured: three
+    /// quarters of the `fcntl` calls of a re-snapshot). A savepoint, so that it also works
+    /// inside a transaction.
+    fn in_read<T>(&self, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
         self.conn
             .execute_batch("SAVEPOINT lookups")
             .map_err(|e| self.err(e))?;
-        let found = (|| {
-            let mut st = self
-                .conn
-                .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1 AND marked = 0")?;
-            ids.iter()
-                .map(|id| st.exists(params![&id.0[..]]))
-                .collect::<rusqlite::Result<Vec<bool>>>()
-        })();
+        let out = f(self);
         let end = self.conn.execute_batch("RELEASE lookups");
-        let found = found.map_err(|e| self.err(e))?;
+        let out = out?;
         end.map_err(|e| self.err(e))?;
-        Ok(found)
+        Ok(out)
     }
 
     /// True when the blob is known only from a marked pack.

@@ -647,8 +647,16 @@ impl Repository {
 
     /// Loads and decodes a tree blob.
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
-        let (t, data) = self.load_blob(id)?;
-        if t != BlobType::Tree {
+        let loc = self
+            .locate(id)?
+            .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+        self.load_tree_at(id, &loc)
+    }
+
+    /// [`load_tree`](Self::load_tree) of a tree whose location the caller already has.
+    pub fn load_tree_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Tree> {
+        let data = self.load_blob_at(id, loc)?;
+        if loc.blob_type != BlobType::Tree {
             return Err(Error::corrupt(
                 format!("tree {id}"),
                 "is indexed as a data blob",
