@@ -94,6 +94,7 @@ fn check_clean(repo: &Repository, read_data: bool) {
             now: None,
             progress: Default::default(),
             snapshots: None,
+            proof: Default::default(),
         },
     )
     .unwrap();
@@ -280,6 +281,7 @@ fn damage_read_back_is_reported_never_restored() {
                 now: None,
                 progress: Default::default(),
                 snapshots: None,
+                proof: Default::default(),
             },
         );
         match r {

@@ -302,3 +302,47 @@ fn a_damaged_key_file_is_listed_and_removable() {
     env.ok(&["key", "remove", &id[..10]]);
     assert_eq!(env.json(&["key", "list"], 0).as_array().unwrap().len(), 1);
 }
+
+/// What the two proofs of `check --read-data` tell apart: a blob sealed by the key's holder
+/// under an id its content does not hash to (a writer's fault, not damage in storage) is
+/// found by the full read, which re-hashes the content, and not by `--authenticate-only`,
+/// which proves only the seal (docs/RELIABILITY.md).
+#[test]
+fn a_blob_sealed_under_the_wrong_id_is_found_by_the_full_read_only() {
+    use cairn::repo::Repository;
+    use cairn::repo::blob::{BlobType, seal_blob};
+    use cairn::repo::config::Compression;
+    use cairn::repo::saver::BlobSaver;
+    let (env, _) = populated();
+    env.ok(&["check", "--read-data"]);
+    let repo = Repository::open(
+        &env.repo(),
+        || Ok(zeroize::Zeroizing::new(env.password.clone().into_bytes())),
+        &env.path("cache"),
+    )
+    .unwrap();
+    let id = repo.key().blob_id(b"what the id says");
+    let sealed = seal_blob(
+        repo.key(),
+        BlobType::Data,
+        &id,
+        b"what was sealed",
+        Compression::Auto,
+    );
+    let claims = BlobSaver::claims(&repo);
+    std::thread::scope(|s| {
+        let mut saver = BlobSaver::start(&repo, &claims, s);
+        saver
+            .add_copy(BlobType::Data, id, sealed, b"what was sealed".len())
+            .unwrap();
+        saver.finish().unwrap();
+    });
+    drop(repo);
+    let full = env.run(&["check", "--read-data"]);
+    assert_eq!(full.status.code(), Some(1), "{full:?}");
+    let said = String::from_utf8_lossy(&full.stderr);
+    assert!(said.contains("does not match its id"), "{said}");
+    assert!(said.contains(&id.to_hex()[..8]), "{said}");
+    let quick = env.run(&["check", "--read-data", "--authenticate-only"]);
+    assert_eq!(quick.status.code(), Some(0), "{quick:?}");
+}

@@ -97,6 +97,7 @@ fn operations_report_all_their_work() {
             now: None,
             progress: sink,
             snapshots: None,
+            proof: Default::default(),
         },
     )
     .unwrap();

@@ -45,6 +45,7 @@ fn run(repo: &Repository, day: i64, subset: DataSubset, max_age: Option<u64>) ->
             now: Some(Utc.timestamp_opt(1_700_000_000 + day * DAY, 0).unwrap()),
             progress: Default::default(),
             snapshots: None,
+            proof: Default::default(),
         },
     )
     .unwrap();
@@ -137,6 +138,7 @@ fn the_ledger_drives_selection_and_damage_is_read_again() {
             now: Some(Utc.timestamp_opt(1_700_000_000 + 42 * DAY, 0).unwrap()),
             progress: Default::default(),
             snapshots: None,
+            proof: Default::default(),
         },
     )
     .unwrap();

@@ -141,6 +141,8 @@ pub struct Schedule {
     pub read_data_subset: String,
     /// For `check`.
     pub max_age: Duration,
+    /// For `check`: prove seals only (`--authenticate-only`).
+    pub authenticate_only: bool,
 }
 
 /// Where a server token comes from.
@@ -704,10 +706,13 @@ pub fn resolve(spec: ConfigSpec, text: &str, base: &Path) -> std::result::Result
             )));
         }
         if spec.action != Action::Check
-            && (spec.read_data_subset.is_some() || spec.max_age.is_some())
+            && (spec.read_data_subset.is_some()
+                || spec.max_age.is_some()
+                || spec.authenticate_only.is_some())
         {
             return Err(at(
-                "read_data_subset and max_age apply to action = \"check\" only".into(),
+                "read_data_subset, max_age and authenticate_only apply to action = \"check\" only"
+                    .into(),
             ));
         }
         let kind = spec.kind.clone().unwrap_or_else(|| SCHEDULED.to_string());
@@ -750,6 +755,7 @@ pub fn resolve(spec: ConfigSpec, text: &str, base: &Path) -> std::result::Result
                 .max_age
                 .map(|s| s.0)
                 .unwrap_or(Duration::from_secs(30 * 86400)),
+            authenticate_only: spec.authenticate_only.unwrap_or(false),
         });
     }
     let state_dir = match &spec.state_dir {

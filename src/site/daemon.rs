@@ -72,7 +72,7 @@ pub fn run_schedule(site: &Site, s: &Schedule, cancel: &Cancel) -> serde_json::V
         }
         Action::Check => {
             let repo = site.open()?;
-            let r = scheduled_check(site, &repo, &s.read_data_subset, s.max_age)?;
+            let r = scheduled_check(site, &repo, s)?;
             Ok(
                 json!({ "ok": r.errors.is_empty(), "packs_read": r.packs_read,
                        "error": r.errors.first().map(|f| format!("{}: {}", f.what, f.problem)) }),

@@ -110,14 +110,19 @@ pub fn command(exe: &Path, config: &Path, s: &Schedule) -> Vec<String> {
             v.push("drill".into());
             v.extend(s.targets.iter().cloned());
         }
-        Action::Check => v.extend([
-            "check".into(),
-            "--read-data".into(),
-            "--max-age".into(),
-            span_text(s.max_age),
-            "--read-data-subset".into(),
-            s.read_data_subset.clone(),
-        ]),
+        Action::Check => {
+            v.extend([
+                "check".into(),
+                "--read-data".into(),
+                "--max-age".into(),
+                span_text(s.max_age),
+                "--read-data-subset".into(),
+                s.read_data_subset.clone(),
+            ]);
+            if s.authenticate_only {
+                v.push("--authenticate-only".into());
+            }
+        }
         Action::Prune => v.push("prune".into()),
         Action::Status => v.extend(["status".into(), "--notify".into()]),
     }

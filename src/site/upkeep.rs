@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::audit::{self, Entry, Outcome};
+use super::config::Schedule;
 use super::handle::Site;
 use crate::error::{Error, Result};
-use crate::ops::check::{CheckOptions, CheckReport, DataSubset, check};
+use crate::ops::check::{CheckOptions, CheckReport, DataProof, DataSubset, check};
 use crate::ops::prune::{PruneOptions, PruneReport, prune};
 use crate::repo::Repository;
 
@@ -43,19 +44,19 @@ pub fn record_check(site: &Site, r: &CheckReport, duration: Duration) -> Result<
 }
 
 /// A budgeted daily check: `--read-data --max-age AGE --read-data-subset SUBSET`.
-pub fn scheduled_check(
-    site: &Site,
-    repo: &Repository,
-    subset: &str,
-    max_age: Duration,
-) -> Result<CheckReport> {
+pub fn scheduled_check(site: &Site, repo: &Repository, s: &Schedule) -> Result<CheckReport> {
     let started = Instant::now();
     let opts = CheckOptions {
-        read_data: Some(DataSubset::parse(subset).map_err(Error::Invalid)?),
-        max_age: Some(max_age),
+        read_data: Some(DataSubset::parse(&s.read_data_subset).map_err(Error::Invalid)?),
+        max_age: Some(s.max_age),
         now: None,
         progress: Default::default(),
         snapshots: None,
+        proof: if s.authenticate_only {
+            DataProof::Seal
+        } else {
+            DataProof::Content
+        },
     };
     let r = check(repo, &opts)?;
     record_check(site, &r, started.elapsed())?;
@@ -88,6 +89,7 @@ pub fn verify(site: &Site, repo: &Repository, o: &VerifyOptions) -> Result<Check
         now: None,
         progress: o.progress.clone(),
         snapshots: o.snapshots.clone(),
+        proof: Default::default(),
     };
     let r = check(repo, &opts)?;
     match &o.snapshots {

@@ -314,6 +314,8 @@ pub struct ScheduleSpec {
     pub read_data_subset: Option<String>,
     /// For `check`: packs proven within this span are not read again (default `30d`).
     pub max_age: Option<Span>,
+    /// For `check`: authenticate blobs without decompressing and re-hashing them.
+    pub authenticate_only: Option<bool>,
 }
 
 /// What a bearer token may do on `cairn serve`.

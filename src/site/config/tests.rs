@@ -213,6 +213,27 @@ fn schedules_are_checked_and_named() {
     assert_eq!(c.schedules[0].kind, SCHEDULED);
     assert_eq!(c.schedules[1].read_data_subset, "4%");
     assert_eq!(c.schedules[1].max_age, Duration::from_secs(30 * 86400));
+    assert!(!c.schedules[1].authenticate_only);
+    let quick = ok(r#"
+        [components.db]
+        command = "true"
+        [[schedules]]
+        cron = "30 4 * * *"
+        action = "check"
+        authenticate_only = true
+    "#);
+    assert!(quick.schedules[0].authenticate_only);
+    let args = crate::site::schedule::command(
+        std::path::Path::new("/usr/bin/cairn"),
+        std::path::Path::new("/etc/cairn.toml"),
+        &quick.schedules[0],
+    );
+    assert_eq!(args.last().map(String::as_str), Some("--authenticate-only"));
+    let misplaced = err("[[schedules]]\ncron = \"@daily\"\nauthenticate_only = true\n");
+    assert!(
+        misplaced.contains("apply to action = \"check\" only"),
+        "{misplaced}"
+    );
     let cron = err("[[schedules]]\ncron = \"61 * * * *\"\n");
     assert!(
         cron.contains("line 4: schedules[1]: cron \"61 * * * *\": minute"),
