@@ -5,21 +5,22 @@ use std::ops::Range;
 
 use crate::chunker::Chunker;
 
-/// Window size: big enough to hold two chunks of the largest size (so each window yields at
-/// least one final chunk), small enough that a few windows in flight bound memory.
-pub const WINDOW: usize = 16 << 20;
+/// Window size: at least one chunk of the largest size (so that each full window yields at
+/// least one final chunk), small enough that the few windows in flight bound memory.
+pub const WINDOW: usize = 8 << 20;
 
 /// Reads `r` to its end, handing each window's buffer (ending at its last chunk boundary) and
 /// the chunk ranges in it to `f`, which may keep the buffer (a worker seals it while the next
-/// window is read). Bytes after the last boundary of a window are carried into the next one. `size_hint` (a file's size) keeps the buffer of a small input
-/// small. Returns the number of bytes read.
+/// window is read). Bytes after the last boundary of a window are carried into the next one.
+/// `size_hint` (a file's size) keeps the buffer of a small input small. Returns the number of
+/// bytes read.
 pub fn for_each_window<R: Read, E: From<std::io::Error>>(
     mut r: R,
     chunker: &Chunker,
     size_hint: Option<u64>,
     mut f: impl FnMut(Vec<u8>, Vec<Range<usize>>) -> Result<(), E>,
 ) -> Result<u64, E> {
-    let full = WINDOW.max(2 * chunker.max_size());
+    let full = WINDOW.max(chunker.max_size());
     // One byte more than the expected size, so that end of file is seen in the first window.
     let mut window = size_hint.map_or(full, |h| {
         usize::try_from(h).map_or(full, |h| h.saturating_add(1).min(full))
@@ -29,7 +30,7 @@ pub fn for_each_window<R: Read, E: From<std::io::Error>>(
     let mut eof = false;
     while !eof {
         // The input is longer than hinted, or a carried tail fills the window: use it all
-        // (the carry is below max_size, half of `full`, so a full window always progresses).
+        // (the carry is below max_size, at most `full`, so a full window always progresses).
         if window <= buf.len() {
             window = full;
         }
@@ -45,10 +46,15 @@ pub fn for_each_window<R: Read, E: From<std::io::Error>>(
         let mut ranges = Vec::new();
         let mut pos = 0;
         while pos < buf.len() {
-            if !eof && buf.len() - pos < chunker.max_size() {
+            let rest = buf.len() - pos;
+            let len = chunker.next_cut(&buf[pos..]);
+            // A cut before the window's end is where the whole stream would be cut too
+            // (FastCDC looks no further than the boundary it finds); a cut at the end is
+            // final only at end of input or at the largest chunk size. Carrying just the
+            // unfinished chunk keeps the copy into the next window small.
+            if !eof && len == rest && rest < chunker.max_size() {
                 break;
             }
-            let len = chunker.next_cut(&buf[pos..]);
             ranges.push(pos..pos + len);
             pos += len;
         }
@@ -108,6 +114,32 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "hint {hint}");
         }
+        // Default bounds, where the largest chunk is as big as a window, on data with runs
+        // of zeros (cut at the largest size) between random stretches, read in odd pieces.
+        let (g, gl) = MasterKey::from_seed(6).gear_tables();
+        let c = Chunker::new(ChunkerParams::default(), g, gl);
+        let mut data = vec![0u8; 3 * WINDOW + 777];
+        for (i, part) in data.chunks_mut(3 << 20).enumerate() {
+            if i % 3 != 1 {
+                blake3::Hasher::new_derive_key("cairn stream test")
+                    .update(&i.to_le_bytes())
+                    .finalize_xof()
+                    .fill(part);
+            }
+        }
+        let whole: Vec<Vec<u8>> = c.chunks(&data).map(|r| data[r].to_vec()).collect();
+        let mut streamed = Vec::new();
+        let reader = std::io::BufReader::with_capacity(100_003, &data[..]);
+        for_each_window::<_, std::io::Error>(reader, &c, None, |buf, rs| {
+            streamed.extend(rs.into_iter().map(|r| buf[r].to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(streamed.len(), whole.len());
+        assert!(
+            streamed == whole,
+            "windowed chunks differ from whole-buffer chunks"
+        );
         let mut empty_calls = 0;
         for_each_window::<_, std::io::Error>(&[][..], &c, Some(0), |_, _| {
             empty_calls += 1;
