@@ -537,23 +537,39 @@ fn jobs_of_a_component_queue_cancel_safely_and_status_answers_under_load() {
 
 #[test]
 fn a_server_killed_mid_backup_leaves_a_repository_that_checks_and_the_next_job_succeeds() {
-    // A source that streams 40 MB and then stalls: the kill lands while the backup runs,
-    // with packs already stored.
+    // A source that streams 80 MB and then stalls for 58 s: the kill must land while the
+    // backup runs, with packs already stored. Progress is counted as sealed windows are
+    // collected, which happens only as later windows are read, so the stream is long enough
+    // for several windows to be collected before it stalls.
     let s = files_site(
-        "[components.big]\ncommand = \"head -c 40000000 /dev/urandom; sleep 58\"\nfilename = \"stream\"\n",
+        "[components.big]\ncommand = \"head -c 80000000 /dev/urandom; sleep 58\"\nfilename = \"stream\"\n",
     );
     let mut srv = Server::start(&s, &["--no-schedules"]);
     let j = srv.start_job("/v1/backups", r#"{"component": "big"}"#);
     let path = format!("/v1/jobs/{}", j["id"].as_str().unwrap());
     let t = Instant::now();
+    // Packs stored under packs/XX/, not the temporary files of one being written.
+    let packs = |dir: std::path::PathBuf| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .filter(|f| !f.file_name().to_string_lossy().starts_with(".tmp"))
+            .count()
+    };
     loop {
         let (_, now) = srv.json("GET", &path, Some(READER), None);
         assert_eq!(now["state"], "running", "{now}");
-        // (A stream's progress advances a window at a time.)
-        if now["progress"]["bytes"].as_u64().unwrap_or(0) >= 16_000_000 {
+        if now["progress"]["bytes"].as_u64().unwrap_or(0) >= 32_000_000
+            && packs(s.p("repo/packs")) > 0
+        {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "{now}");
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "no packs stored before the stream stalled: {now}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     srv.child.kill().unwrap();
