@@ -286,7 +286,9 @@ fn a_server_killed_mid_snapshot_loses_nothing_and_the_next_run_succeeds() {
         err.contains("reachable") && !err.contains("panicked"),
         "{err}"
     );
-    // A store just started answers 500 until its volumes are up: more retries ride it out.
+    // A store just started answers 500 until its volumes are up (retrying through such a
+    // storm is tested against a fake server in the backend's tests): wait for it.
+    s.wait_readable(&bucket, "repo/config");
     let o = cmd(&e, &url, &["check", "--read-data"])
         .env("CAIRN_S3_RETRIES", "10")
         .output()

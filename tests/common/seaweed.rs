@@ -188,6 +188,32 @@ impl Seaweed {
         }
     }
 
+    /// Waits until `key` in `bucket` can be read (a store just started again answers 500
+    /// for a while, until its volumes are up; how long depends on the machine).
+    #[allow(dead_code)] // not every test binary restarts a server
+    pub fn wait_readable(&self, bucket: &str, key: &str) {
+        let t = Instant::now();
+        loop {
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+                .arg(format!("{ACCESS_KEY}:{SECRET_KEY}"))
+                .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+                .arg(format!("{}/{bucket}/{key}", self.endpoint))
+                .output()
+                .expect("curl is needed to reach the test server");
+            let code = String::from_utf8_lossy(&out.stdout).to_string();
+            if code == "200" {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{bucket}/{key} still unreadable after a restart: HTTP {code}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The repository address of `prefix` in `bucket`.
     pub fn url(&self, bucket: &str, prefix: &str) -> String {
         format!("s3:{}/{bucket}/{prefix}", self.endpoint)
