@@ -613,6 +613,11 @@ impl Repository {
         self.cache().lookup(id)
     }
 
+    /// [`locate`](Self::locate) for each of `ids`, in one read of the cache.
+    pub fn locate_each(&self, ids: &[BlobId]) -> Result<Vec<Option<BlobLocation>>> {
+        self.cache().lookup_each(ids)
+    }
+
     /// Loads, authenticates and verifies one blob.
     pub fn load_blob(&self, id: &BlobId) -> Result<(BlobType, Vec<u8>)> {
         let loc = self

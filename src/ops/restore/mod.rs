@@ -586,21 +586,30 @@ impl Restorer<'_> {
                 }
             })
             .collect();
-        // Plan: every blob of every file, by pack.
+        // Plan: every blob of every file, by pack, located in one read of the cache. A
+        // cache failure fails the batch's files one by one (they are removed at the end),
+        // rather than leaving them created and empty.
+        let ids: Vec<BlobId> = batch
+            .iter()
+            .zip(&outs)
+            .filter(|(_, out)| out.is_some())
+            .flat_map(|((_, _, n), _)| n.content.iter().copied())
+            .collect();
+        let mut locs = match self.repo.locate_each(&ids) {
+            Ok(l) => l.into_iter(),
+            Err(e) => {
+                let e = e.to_string();
+                outs.iter().flatten().for_each(|o| o.fail(&e));
+                Vec::new().into_iter()
+            }
+        };
         let mut planner = Planner::default();
         for (i, ((_, _, n), out)) in batch.iter().zip(&outs).enumerate() {
             let Some(out) = out else { continue };
+            // This file's share of `locs`, taken whole even when it fails part-way.
+            let mine: Vec<_> = locs.by_ref().take(n.content.len()).collect();
             let mut off = 0u64;
-            for id in &n.content {
-                // A cache failure fails the batch's files one by one (they are removed at
-                // the end), rather than leaving them created and empty.
-                let loc = match self.repo.locate(id) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        out.fail(e);
-                        break;
-                    }
-                };
+            for (id, loc) in n.content.iter().zip(mine) {
                 match loc {
                     Some(loc) => {
                         planner.add(
