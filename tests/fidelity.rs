@@ -113,6 +113,80 @@ fn describe(root: &Path, check_owner: bool) -> (Entries, Links) {
     (out, inodes)
 }
 
+/// Asserts that `restored` holds the entries of `src`, field by field, and its hardlink
+/// groups; returns how many groups there are.
+fn assert_same(src: &Path, restored: &Path) -> usize {
+    let (a, links_a) = describe(src, is_root());
+    let (b, links_b) = describe(restored, is_root());
+    let mut names: Vec<_> = a.keys().collect();
+    names.sort();
+    for name in &names {
+        let shown = String::from_utf8_lossy(name);
+        let rb = b
+            .get(*name)
+            .unwrap_or_else(|| panic!("{shown} missing from restore"));
+        assert_eq!(&a[*name], rb, "{shown} differs");
+    }
+    assert_eq!(a.len(), b.len(), "restore has extra entries");
+    let (ga, gb) = (link_groups(links_a), link_groups(links_b));
+    assert_eq!(ga, gb);
+    ga.len()
+}
+
+#[test]
+fn a_restore_in_many_small_batches_written_two_at_a_time_is_as_faithful() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    build(&src);
+    // 300 more files over 12 folders, of sizes from empty to several chunks, with mtimes of
+    // their own, hardlinks across folders, and folders whose times are set after them.
+    for d in 0..12u64 {
+        let dir = src.join(format!("many/d{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..25u64 {
+            let i = d * 25 + f;
+            let size = [0, 1, 700, 5000, 300_000, 2_500_000][(i % 6) as usize];
+            let p = dir.join(format!("f{f:02}"));
+            fs::write(&p, random_bytes(i, size)).unwrap();
+            let t = filetime::FileTime::from_unix_time(1_400_000_000 + i as i64, i as u32);
+            filetime::set_file_mtime(&p, t).unwrap();
+        }
+        if d > 0 {
+            fs::hard_link(
+                dir.join("f03"),
+                src.join(format!("many/d{:02}/link", d - 1)),
+            )
+            .unwrap();
+        }
+    }
+    for d in 0..12u64 {
+        let t = filetime::FileTime::from_unix_time(1_350_000_000 + d as i64, 0);
+        filetime::set_file_mtime(src.join(format!("many/d{d:02}")), t).unwrap();
+    }
+    env.snapshot(&[&src]);
+    // A low open-file limit makes batches of 16 files: 19 of them, written two at a time.
+    let target = env.path("restore");
+    let inner = env.cmd(&[
+        "restore",
+        "latest",
+        "--verify",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let mut run = std::process::Command::new("prlimit");
+    run.arg("--nofile=64:64").arg(bin()).args(inner.get_args());
+    Env::with_env_of(&mut run, &inner);
+    let out = run.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(assert_same(&src, &restored), 12);
+}
+
 #[test]
 fn restore_reproduces_every_entry_and_its_metadata() {
     let env = Env::new();
@@ -125,22 +199,8 @@ fn restore_reproduces_every_entry_and_its_metadata() {
     env.restore(&target, &["--verify"]);
     let restored = target.join(src.strip_prefix("/").unwrap());
 
-    let (a, links_a) = describe(&src, is_root());
-    let (b, links_b) = describe(&restored, is_root());
-    let mut names: Vec<_> = a.keys().collect();
-    names.sort();
-    for name in &names {
-        let shown = String::from_utf8_lossy(name);
-        let rb = b
-            .get(*name)
-            .unwrap_or_else(|| panic!("{shown} missing from restore"));
-        assert_eq!(&a[*name], rb, "{shown} differs");
-    }
-    assert_eq!(a.len(), b.len(), "restore has extra entries");
     // Hardlinks come back as hardlinks.
-    let (ga, gb) = (link_groups(links_a), link_groups(links_b));
-    assert_eq!(ga.len(), 1);
-    assert_eq!(ga, gb);
+    assert_eq!(assert_same(&src, &restored), 1);
     // Holes stay holes.
     let sparse = fs::metadata(restored.join("sparse")).unwrap();
     assert_eq!(sparse.len(), (4 << 20) + 3);

@@ -66,7 +66,7 @@ fn a_killed_restore_run_again_resumes_and_ends_bit_exact() {
     let target = e.path("target");
     let out = target.join(src.strip_prefix("/").unwrap());
 
-    // A low open-file limit makes batches of 16 files, each finished before the next starts.
+    // A low open-file limit makes batches of 16 files (two written at a time).
     let inner = e.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
     let mut run = Command::new("prlimit");
     run.arg("--nofile=64:64")

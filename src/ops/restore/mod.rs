@@ -147,11 +147,32 @@ struct Restorer<'a> {
     is_root: bool,
     report: Mutex<RestoreReport>,
     links: Mutex<HashMap<(u64, u64), PathBuf>>,
-    dirs: Vec<(PathBuf, Node)>,
-    /// Regular files (one link) waiting for their batch: snapshot path, target path, node.
-    files: Vec<(PathBuf, PathBuf, Node)>,
     /// How many files make a batch.
     batch: usize,
+}
+
+/// A regular file waiting for its batch: snapshot path, target path, node.
+type Pending = (PathBuf, PathBuf, Node);
+
+/// What the walk of the trees collects, and the batch of files being written meanwhile.
+///
+/// A batch is written on a thread of its own while the walk gathers the next one, and the
+/// next starts before the walk waits for it: so the pool always has a batch's work while
+/// the other is in a phase that keeps a core idle (creating files, the last pack runs,
+/// finishing files). At most two batches are open at once, within half the open-file limit.
+struct Walk<'s, 'e> {
+    scope: &'s std::thread::Scope<'s, 'e>,
+    /// Directories restored, whose metadata is applied at the end.
+    dirs: Vec<(PathBuf, Node)>,
+    /// Regular files (one link) waiting for their batch.
+    files: Vec<Pending>,
+    /// The batch being written.
+    writing: Option<std::thread::ScopedJoinHandle<'s, Result<()>>>,
+}
+
+/// Waits for a batch's thread; its panic is carried on.
+fn join(h: std::thread::ScopedJoinHandle<'_, Result<()>>) -> Result<()> {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// Restores the snapshot tree `root` into `opts.target`.
@@ -167,7 +188,7 @@ pub fn restore(repo: &Repository, root: &BlobId, opts: &RestoreOptions) -> Resul
         ));
     }
     let _session = repo.begin_reader_session("restore");
-    let mut r = Restorer {
+    let r = Restorer {
         repo,
         opts,
         include: PathPatterns::new(&opts.include)?,
@@ -175,21 +196,31 @@ pub fn restore(repo: &Repository, root: &BlobId, opts: &RestoreOptions) -> Resul
         is_root: nix::unistd::geteuid().is_root(),
         report: Mutex::new(RestoreReport::default()),
         links: Mutex::new(HashMap::new()),
-        dirs: Vec::new(),
-        files: Vec::new(),
         batch: file_batch(),
     };
     if !opts.dry_run {
         fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     }
-    r.restore_dir(
-        root,
-        Path::new("/"),
-        &opts.target.clone(),
-        r.include.is_empty(),
-    )?;
-    r.flush_files()?;
-    let dirs = std::mem::take(&mut r.dirs);
+    let dirs = std::thread::scope(|scope| -> Result<Vec<(PathBuf, Node)>> {
+        let mut w = Walk {
+            scope,
+            dirs: Vec::new(),
+            files: Vec::new(),
+            writing: None,
+        };
+        r.restore_dir(
+            &mut w,
+            root,
+            Path::new("/"),
+            &opts.target,
+            r.include.is_empty(),
+        )?;
+        r.flush(&mut w)?;
+        if let Some(h) = w.writing.take() {
+            join(h)?;
+        }
+        Ok(w.dirs)
+    })?;
     for (path, node) in &dirs {
         r.apply_meta(path, node);
     }
@@ -436,8 +467,9 @@ impl Restorer<'_> {
     /// Restores one directory's contents into `tpath` (created here, top-down, so no path
     /// below the target goes through a symlink); returns whether anything was selected and
     /// whether the directory was created.
-    fn restore_dir(
-        &mut self,
+    fn restore_dir<'s>(
+        &'s self,
+        w: &mut Walk<'s, '_>,
         tree: &BlobId,
         spath: &Path,
         tpath: &Path,
@@ -476,20 +508,20 @@ impl Restorer<'_> {
             let inc = inherited || self.include.matches(&s, name);
             if n.kind == NodeKind::Dir {
                 let (sub_any, sub_created) = match &n.subtree {
-                    Some(sub) => self.restore_dir(sub, &s, &tp, inc)?,
+                    Some(sub) => self.restore_dir(w, sub, &s, &tp, inc)?,
                     None => (false, false),
                 };
                 // A directory that only leads to selected entries keeps its own metadata
                 // when it was there already (a restore in place must not reset `/srv`).
                 if inc || (sub_any && (sub_created || self.opts.dry_run)) {
-                    self.dirs.push((tp, n));
+                    w.dirs.push((tp, n));
                 }
                 any |= inc || sub_any;
             } else if inc && n.kind == NodeKind::File && n.nlink <= 1 {
-                self.files.push((s, tp, n));
+                w.files.push((s, tp, n));
                 any = true;
-                if self.files.len() >= self.batch {
-                    self.flush_files()?;
+                if w.files.len() >= self.batch {
+                    self.flush(w)?;
                 }
             } else if inc {
                 jobs.push((s, tp, n));
@@ -558,12 +590,21 @@ impl Restorer<'_> {
         Ok((any, created))
     }
 
-    /// Restores the pending batch of regular files: created, filled pack by pack, finished.
-    fn flush_files(&mut self) -> Result<()> {
-        let batch = std::mem::take(&mut self.files);
+    /// Starts writing the pending files as a batch, then waits for the batch before it.
+    fn flush<'s>(&'s self, w: &mut Walk<'s, '_>) -> Result<()> {
+        let batch = std::mem::take(&mut w.files);
         if batch.is_empty() {
             return Ok(());
         }
+        let started = w.scope.spawn(move || self.write_batch(batch));
+        match w.writing.replace(started) {
+            Some(before) => join(before),
+            None => Ok(()),
+        }
+    }
+
+    /// Restores a batch of regular files: created, filled pack by pack, finished.
+    fn write_batch(&self, batch: Vec<Pending>) -> Result<()> {
         if self.opts.dry_run {
             for (s, tp, n) in &batch {
                 self.restore_node(s, tp, n);
