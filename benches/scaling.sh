@@ -7,16 +7,20 @@
 #
 # Files axis: trees of 10k, 100k and 1M small files (text, 100–1100 bytes, 1000 per folder);
 #   for each, a first snapshot into a fresh repository and an unchanged one.
-# Index axis: `cargo bench --bench index_scale -- DIR N` builds repositories whose index names
-#   10^6 and 10^7 (synthetic) blobs and prints cache lookups per second; then a snapshot of
-#   1000 new small files and of one 256 MiB new file is timed into each, against the same into
-#   an empty repository.
+# Index axis: `cargo bench --bench index_scale -- DIR N` grows one repository whose index
+#   names 10^6, 10^7, … (synthetic) blobs and prints cache lookups per second; at each step a
+#   snapshot of 1000 new small files and of one new 256 MiB file, a structure check and a
+#   prune --dry-run are timed, starting from an empty repository. INDEX_SIZES sets the steps
+#   (each needs ~95 B of cache and ~45 B of index files per blob on disk).
 # Wall time and peak RSS come from GNU time; the page cache is warm (the trees are read once
-# before). Prints Markdown tables. Env FILE_COUNTS and INDEX_SIZES override the axes.
+# before). Prints Markdown tables. Env FILE_COUNTS and INDEX_SIZES override the axes, ONLY
+# (files, index) picks them; CAIRN_BIN and INDEX_SCALE_BIN (the built bench executable) run
+# given binaries instead of building this checkout.
 set -euo pipefail
 W="${1:-/tmp/cairn-scaling}"
 FILE_COUNTS="${FILE_COUNTS:-10000 100000 1000000}"
-INDEX_SIZES="${INDEX_SIZES:-0 1000000 10000000}"
+INDEX_SIZES="${INDEX_SIZES:-0 1000000 10000000 30000000 100000000}"
+ONLY="${ONLY:-files index}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 [ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
 (cd "$ROOT" && cargo build --release --locked -q)
@@ -24,14 +28,14 @@ CAIRN="${CAIRN_BIN:-$ROOT/target/release/cairn}"
 mkdir -p "$W"
 export CAIRN_PASSWORD=bench
 
-# tree DIR COUNT — COUNT small text files, 1000 per folder.
+# tree DIR COUNT [SEED] — COUNT small text files, 1000 per folder.
 tree() {
   [ -d "$1" ] && return 0
   rm -rf "$1.tmp"
-  python3 - "$1.tmp" "$2" <<'PY'
+  python3 - "$1.tmp" "$2" "${3:-$2}" <<'PY'
 import os, sys, random
 root, n = sys.argv[1], int(sys.argv[2])
-rnd = random.Random(n)
+rnd = random.Random(int(sys.argv[3]))
 words = [bytes(rnd.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rnd.randint(3, 10))) for _ in range(5000)]
 for i in range(n):
     d = os.path.join(root, f"d{i // 100000:02d}", f"s{i // 1000:04d}")
@@ -52,6 +56,7 @@ measure() {
   printf '| %s | %.2f | %d |\n' "$label" "$wall" "$((kib / 1024))"
 }
 
+if [[ " $ONLY " == *" files "* ]]; then
 echo "### Files"
 echo
 echo "| run | wall s | peak RSS MiB |"
@@ -65,33 +70,60 @@ for n in $FILE_COUNTS; do
   measure "$n files, unchanged" "$CAIRN" -r "$W/repo" --cache-dir "$W/cache" -q snapshot "$W/files-$n"
 done
 rm -rf "$W/repo" "$W/cache"
+fi
 
-tree "$W/new-1000" 1000
-mkdir -p "$W/new-big"
-[ -f "$W/new-big/f" ] || { head -c $((256 << 20)) /dev/urandom > "$W/new-big/f.tmp" && mv "$W/new-big/f.tmp" "$W/new-big/f"; }
+if [[ " $ONLY " == *" index "* ]]; then
 echo
 echo "### Index size"
 echo
+# One repository grown step by step (index_scale adds the blobs a step lacks); at each step a
+# snapshot of 1000 new small files and of one new 256 MiB file (new content each step, so
+# nothing dedups against the step before), a full structure check (which rebuilds the
+# cache from every index file) and a prune's whole plan (--dry-run: every index file
+# read, the snapshots' usage taken, nothing deleted). Figures also go to $W/index.tsv
+# (blobs, run, wall s, peak RSS MiB) for benches/plot_scaling.py.
+d="$W/index"
+rm -rf "$d"; mkdir -p "$d"
+TSV="$W/index.tsv"
+printf 'blobs\trun\twall_s\trss_mib\n' > "$TSV"
 echo "| index | run | wall s | peak RSS MiB |"
-: > "$W/lookups.txt"
 echo "|---|---|---:|---:|"
+: > "$W/lookups.txt"
 for n in $INDEX_SIZES; do
-  d="$W/index-$n"
-  rm -rf "$d"; mkdir -p "$d"
   if [ "$n" = 0 ]; then
     "$CAIRN" -r "$d/repo" --cache-dir "$d/cache" init -q
+    echo 0 > "$d/blobs"
   else
-    (cd "$ROOT" && cargo bench --bench index_scale -q -- "$d" "$n") >> "$W/lookups.txt"
+    if [ -n "${INDEX_SCALE_BIN:-}" ]; then
+      "$INDEX_SCALE_BIN" "$d" "$n" > "$W/lookups.step"
+    else
+      (cd "$ROOT" && cargo bench --bench index_scale -q -- "$d" "$n") > "$W/lookups.step"
+    fi
+    cat "$W/lookups.step" >> "$W/lookups.txt"
+    head -1 "$W/lookups.step" | tr ' ' '\n' | sed -n 's/^\([a-z_]*\)=\(.*\)$/\1\t\2/p' |
+      while IFS=$'\t' read -r k v; do [ "$k" = blobs ] || printf '%s\t%s\t%s\t\n' "$n" "$k" "$v" >> "$TSV"; done
   fi
-  for what in new-1000 new-big; do
-    row=$(measure "$what" "$CAIRN" -r "$d/repo" --cache-dir "$d/cache" -q snapshot "$W/$what")
+  rm -rf "$W/new-1000" "$W/new-big"
+  tree "$W/new-1000" 1000 "$n"
+  mkdir -p "$W/new-big"; head -c $((256 << 20)) /dev/urandom > "$W/new-big/f"
+  for what in new-1000 new-big check prune; do
+    case $what in
+      new-*) cmd=(snapshot "$W/$what") ;;
+      check) cmd=(check) ;;
+      prune) cmd=(prune --dry-run) ;;
+    esac
+    row=$(measure "$what" "$CAIRN" -r "$d/repo" --cache-dir "$d/cache" -q "${cmd[@]}")
     echo "| $n blobs | ${row#| }"
+    IFS='|' read -r _ _ wall rss _ <<< "$row"
+    printf '%s\t%s\t%s\t%s\n' "$n" "$what" "$(echo $wall)" "$(echo $rss)" >> "$TSV"
   done
-  rm -rf "$d"
 done
+echo
+du -sb "$d/cache" "$d/repo/index" | awk '{ printf "%s: %d bytes\n", $2, $1 }'
 echo
 echo "### Cache lookups (benches/index_scale.rs)"
 echo
 echo '```'
-cat "$W/lookups.txt"
+grep -v '^blobs=' "$W/lookups.txt"
 echo '```'
+fi
