@@ -47,7 +47,7 @@ pub struct Cache {
 
 /// Bumped whenever the tables change; an older cache is emptied and rebuilt (it is only a
 /// mirror of `index/` and a memo of `copy`).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// The page cache of a rebuild of the mirror (KiB), which also bounds the memory of the sort
 /// of its staged blob rows: bounded whatever the repository's size. (A structure check of
@@ -69,7 +69,15 @@ CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL, offse
 CREATE TABLE IF NOT EXISTS copy_map (src_repo BLOB NOT NULL, src_id BLOB NOT NULL, dst_id BLOB NOT NULL,
                                      PRIMARY KEY (src_repo, src_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS verified (pack BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS proven_trees (id BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mirror (generation INTEGER NOT NULL);
+INSERT INTO mirror (generation) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM mirror);
 ";
+
+/// What every loss of mirror entries does to the proofs of unchanged trees: they go, and the
+/// generation moves on, so that a proof taken before cannot be recorded after.
+const FORGET_PROOFS: &str =
+    "DELETE FROM proven_trees; UPDATE mirror SET generation = generation + 1;";
 
 /// True for the SQLite errors that mean the file itself is damaged.
 fn is_damage(e: &rusqlite::Error) -> bool {
@@ -135,7 +143,8 @@ impl Cache {
             conn.execute_batch(&format!(
                 "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs; \
                  DROP TABLE IF EXISTS index_files; DROP TABLE IF EXISTS copy_map; \
-                 DROP TABLE IF EXISTS verified; \
+                 DROP TABLE IF EXISTS verified; DROP TABLE IF EXISTS proven_trees; \
+                 DROP TABLE IF EXISTS mirror; \
                  PRAGMA user_version = {SCHEMA_VERSION};"
             ))
             .map_err(wrap)?;
@@ -252,7 +261,7 @@ impl Cache {
             .execute_batch(&format!(
                 "PRAGMA cache_size = -{REBUILD_CACHE_KIB}; \
                  BEGIN IMMEDIATE; DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files; \
-                 DELETE FROM copy_map; \
+                 DELETE FROM copy_map; {FORGET_PROOFS} \
                  CREATE TEMP TABLE rebuild_blobs (id BLOB NOT NULL, pack BLOB NOT NULL, \
                      offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_len INTEGER NOT NULL, \
                      marked INTEGER NOT NULL);"
@@ -305,8 +314,65 @@ impl Cache {
     /// when used, and recomputing them means reading the source repositories again.
     pub fn clear(&self) -> Result<()> {
         self.conn
-            .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;")
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE; DELETE FROM blobs; DELETE FROM packs; \
+                 DELETE FROM index_files; {FORGET_PROOFS} COMMIT;"
+            ))
             .map_err(|e| self.err(e))
+    }
+
+    /// True when [`record_proven`](Self::record_proven) recorded tree `id` since the mirror
+    /// last lost entries: every chunk of the files it lists was indexed then, and still is.
+    pub fn tree_proven(&self, id: &BlobId) -> Result<bool> {
+        self.conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM proven_trees WHERE id = ?1)")
+            .and_then(|mut st| st.query_row(params![&id.0[..]], |r| r.get::<_, bool>(0)))
+            .map_err(|e| self.err(e))
+    }
+
+    /// [`contains`](Self::contains) for each of `ids`, in one read transaction, with the
+    /// mirror's generation at that moment (see [`record_proven`](Self::record_proven)).
+    pub fn contains_each_now(&self, ids: &[BlobId]) -> Result<(Vec<bool>, i64)> {
+        self.in_read(|c| {
+            let found = ids.iter().map(|id| c.contains(id)).collect::<Result<_>>()?;
+            Ok((found, c.generation()?))
+        })
+    }
+
+    fn generation(&self) -> Result<i64> {
+        self.conn
+            .prepare_cached("SELECT generation FROM mirror")
+            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records `trees` as proven: every chunk of their files was found indexed by
+    /// [`contains_each_now`](Self::contains_each_now) at mirror generation `generation`.
+    /// Nothing is recorded if the mirror has lost entries since (a rebuild or clear moved
+    /// the generation on), so a proof never outlives the data it saw.
+    pub fn record_proven(&self, generation: i64, trees: &[BlobId]) -> Result<()> {
+        if trees.is_empty() {
+            return Ok(());
+        }
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))?;
+        let r = (|| -> Result<()> {
+            if self.generation()? != generation {
+                return Ok(());
+            }
+            let mut st = self
+                .conn
+                .prepare_cached("INSERT OR IGNORE INTO proven_trees (id) VALUES (?1)")
+                .map_err(|e| self.err(e))?;
+            for id in trees {
+                st.execute(params![&id.0[..]]).map_err(|e| self.err(e))?;
+            }
+            Ok(())
+        })();
+        let end = if r.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.conn.execute_batch(end).map_err(|e| self.err(e));
+        r.and(ended)
     }
 
     /// The id that `copy` gave here to blob `src_id` of the repository `src_repo`, if it
@@ -704,6 +770,43 @@ mod tests {
         c.add_index_file(&IndexId([2; 32]), &files[2]).unwrap();
         c.commit_rebuild().unwrap();
         assert_eq!(rows(&c).len(), 1);
+    }
+
+    #[test]
+    fn a_proof_of_a_tree_goes_with_any_loss_of_the_mirror_and_is_never_recorded_after_one() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Cache::open(&d.path().join("c.sqlite")).unwrap();
+        let f = IndexFile {
+            packs: vec![pack(1, &[1, 2])],
+            ..IndexFile::default()
+        };
+        c.add_index_file(&IndexId([1; 32]), &f).unwrap();
+        let (t1, t2) = (BlobId([7; 32]), BlobId([8; 32]));
+        let (found, g) = c
+            .contains_each_now(&[BlobId([1; 32]), BlobId([3; 32])])
+            .unwrap();
+        assert_eq!(found, [true, false]);
+        c.record_proven(g, &[t1]).unwrap();
+        assert!(c.tree_proven(&t1).unwrap());
+        assert!(!c.tree_proven(&t2).unwrap());
+        // A rebuild forgets it; a proof taken before the rebuild is not recorded after it.
+        let (_, before) = c.contains_each_now(&[BlobId([1; 32])]).unwrap();
+        c.begin_rebuild().unwrap();
+        c.add_index_file(&IndexId([1; 32]), &f).unwrap();
+        c.commit_rebuild().unwrap();
+        assert!(!c.tree_proven(&t1).unwrap());
+        c.record_proven(before, &[t2]).unwrap();
+        assert!(!c.tree_proven(&t2).unwrap());
+        // A dropped rebuild changes nothing; a clear forgets too.
+        let (_, now) = c.contains_each_now(&[]).unwrap();
+        c.record_proven(now, &[t2]).unwrap();
+        c.begin_rebuild().unwrap();
+        c.abort_rebuild();
+        assert!(c.tree_proven(&t2).unwrap());
+        c.clear().unwrap();
+        assert!(!c.tree_proven(&t2).unwrap());
+        c.record_proven(now, &[t1]).unwrap();
+        assert!(!c.tree_proven(&t1).unwrap());
     }
 
     #[test]

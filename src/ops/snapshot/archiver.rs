@@ -116,7 +116,17 @@ pub(super) struct Archiver<'p, 't, 'a, 'r> {
     in_flight: u64,
     /// Hard-linked files by (device, inode).
     hardlinks: HashMap<(u64, u64), LinkGroup>,
+    /// Parent trees whose files' chunks were all found indexed, to be recorded in the cache
+    /// (see [`Archiver::proven_unchanged`]), and the cache's generation they were found at.
+    proofs: Vec<BlobId>,
+    proof_generation: Option<i64>,
 }
+
+/// Proofs of unchanged trees are written to the cache in batches of this many.
+const PROOFS_PER_WRITE: usize = 4096;
+
+/// A directory of the parent snapshot: its tree's id and the tree.
+pub(super) type ParentTree = (BlobId, Tree);
 
 /// What the walk knows of an entry before examining it.
 #[derive(Clone, Copy, Default)]
@@ -153,6 +163,8 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
             jobs: VecDeque::new(),
             in_flight: 0,
             hardlinks: HashMap::new(),
+            proofs: Vec::new(),
+            proof_generation: None,
         })
     }
 
@@ -424,7 +436,12 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         let ptree = self.parent_subtree(pnode);
         let idx = self.push(key, node, true);
         self.summary.dirs += 1;
-        self.save_trie(path, trie, ptree.as_ref(), Link::Entry(key, idx))
+        self.save_trie(
+            path,
+            trie,
+            ptree.as_ref().map(|(_, t)| t),
+            Link::Entry(key, idx),
+        )
     }
 
     /// The node for `path` from its `lstat` result; a failure is reported and gives `None`.
@@ -447,9 +464,9 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         }
     }
 
-    fn parent_subtree(&self, pnode: Option<&Node>) -> Option<Tree> {
+    fn parent_subtree(&self, pnode: Option<&Node>) -> Option<ParentTree> {
         let id = pnode.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
-        self.repo.load_tree(&id).ok()
+        Some((id, self.repo.load_tree(&id).ok()?))
     }
 
     pub(super) fn archive_entry(
@@ -511,7 +528,7 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         &mut self,
         path: &Path,
         dev: u64,
-        parent: Option<&Tree>,
+        parent: Option<&ParentTree>,
         link: Link,
     ) -> Result<bool> {
         // `lstat` through the directory's descriptor (fstatat): no path lookup per entry.
@@ -531,7 +548,7 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         let key = self.open_dir(link);
         for (i, (name, meta)) in names.into_iter().enumerate() {
             let child = path.join(&name);
-            let pnode = parent.and_then(|t| t.get(name.as_bytes()));
+            let pnode = parent.and_then(|(_, t)| t.get(name.as_bytes()));
             let seen = Seen {
                 parent_dev: Some(dev),
                 proven: proven[i],
@@ -546,13 +563,19 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
     /// its node in the parent tree and every chunk of that node is indexed — found with one
     /// lookup of all such chunks, not one per chunk (the unchanged re-run's lookups were
     /// mostly SQLite's per-statement locking).
+    ///
+    /// A parent tree all of whose files' chunks are found indexed is recorded as proven in
+    /// the cache, and the next run over it asks the cache once for the tree instead of once
+    /// per chunk. Chunks leave the cache's mirror only when it is rebuilt or cleared (after
+    /// a prune, a repair, a damaged cache), which forgets every proof, so a proven tree's
+    /// chunks are exactly as indexed as a lookup of each would find them.
     fn proven_unchanged(
-        &self,
+        &mut self,
         entries: &[(std::ffi::OsString, std::io::Result<std::fs::Metadata>)],
-        parent: Option<&Tree>,
+        parent: Option<&ParentTree>,
     ) -> Result<Vec<bool>> {
         let mut proven = vec![false; entries.len()];
-        let (Some(parent), false) = (parent, self.opts.force) else {
+        let (Some((tree_id, parent)), false) = (parent, self.opts.force) else {
             return Ok(proven);
         };
         let mut ids = Vec::new();
@@ -575,11 +598,54 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         if ids.is_empty() {
             return Ok(proven);
         }
-        let known = self.saver.known_each(&ids)?;
+        if self.repo.cache().tree_proven(tree_id)? {
+            for (i, _, _) in spans {
+                proven[i] = true;
+            }
+            return Ok(proven);
+        }
+        let (indexed, generation) = self.repo.cache().contains_each_now(&ids)?;
+        let known = if indexed.iter().all(|k| *k) {
+            let files = parent
+                .nodes
+                .iter()
+                .filter(|n| n.kind == NodeKind::File)
+                .count();
+            if spans.len() == files {
+                self.note_proven(*tree_id, generation)?;
+            }
+            indexed
+        } else {
+            // Chunks not indexed yet may be this run's own.
+            self.saver.known_each(&ids)?
+        };
         for (i, at, n) in spans {
             proven[i] = known[at..at + n].iter().all(|k| *k);
         }
         Ok(proven)
+    }
+
+    /// Keeps `tree` as proven at cache generation `generation`; proofs of an older
+    /// generation are dropped (the mirror lost entries since).
+    fn note_proven(&mut self, tree: BlobId, generation: i64) -> Result<()> {
+        if self.proof_generation.is_some_and(|g| g != generation) {
+            self.proofs.clear();
+        }
+        self.proof_generation = Some(generation);
+        self.proofs.push(tree);
+        if self.proofs.len() >= PROOFS_PER_WRITE {
+            self.record_proofs()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the proofs kept so far to the cache.
+    pub(super) fn record_proofs(&mut self) -> Result<()> {
+        if let Some(g) = self.proof_generation {
+            self.repo.cache().record_proven(g, &self.proofs)?;
+        }
+        self.proofs.clear();
+        Ok(())
     }
 
     /// Adds a regular file: its parent's content when unchanged, else a placeholder filled

@@ -161,6 +161,7 @@ pub fn snapshot(
             let mut a = Archiver::new(repo, saver, &claims, pool, opts)?;
             let (paths, parent) = archive(&mut a, repo, opts, &host, &user, input)?;
             a.drain()?;
+            a.record_proofs()?;
             let tree = a
                 .root()
                 .expect("invariant: every directory is saved once all jobs are drained");
@@ -314,7 +315,7 @@ fn archive(
             let ptree = match &parent {
                 Some((_, s)) => {
                     opts.progress.total(s.summary.total_bytes);
-                    Some(repo.load_tree(&s.tree)?)
+                    Some((s.tree, repo.load_tree(&s.tree)?))
                 }
                 None => None,
             };
@@ -326,7 +327,12 @@ fn archive(
                     return Err(Error::Invalid("cannot list /".into()));
                 }
             } else {
-                a.save_trie(Path::new("/"), &trie, ptree.as_ref(), Link::Root)?;
+                a.save_trie(
+                    Path::new("/"),
+                    &trie,
+                    ptree.as_ref().map(|(_, t)| t),
+                    Link::Root,
+                )?;
             }
             Ok((strs, parent))
         }
