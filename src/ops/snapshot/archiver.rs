@@ -15,7 +15,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 
 use super::paths::PathTrie;
 use super::read::{
@@ -279,7 +279,32 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         });
         self.jobs.push_back((Job::Running(rx), bytes));
         self.in_flight += bytes;
-        Ok(())
+        self.collect_finished()
+    }
+
+    /// Applies the oldest jobs that have already finished, in order, without waiting: their
+    /// blobs go to the pack writer and their progress is reported now, not when the budget
+    /// next forces a wait (a stream that stalls after a burst showed a window's progress
+    /// where three were sealed).
+    fn collect_finished(&mut self) -> Result<()> {
+        loop {
+            let done = match self.jobs.front() {
+                None => return Ok(()),
+                Some((Job::Ready(_), _)) => None,
+                Some((Job::Running(rx), _)) => match rx.try_recv() {
+                    Ok(r) => Some(r),
+                    Err(TryRecvError::Empty) => return Ok(()),
+                    // `collect_oldest` reports the broken invariant.
+                    Err(TryRecvError::Disconnected) => None,
+                },
+            };
+            if let Some(r) = done
+                && let Some(front) = self.jobs.front_mut()
+            {
+                front.0 = Job::Ready(r?);
+            }
+            self.collect_oldest()?;
+        }
     }
 
     fn collect_oldest(&mut self) -> Result<()> {
