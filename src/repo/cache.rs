@@ -266,7 +266,11 @@ impl Cache {
                      offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_len INTEGER NOT NULL, \
                      marked INTEGER NOT NULL);"
             ))
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| {
+                // Whatever of it ran is undone: no write transaction is left open.
+                self.abort_rebuild();
+                self.err(e)
+            })?;
         self.rebuilding.set(true);
         Ok(())
     }

@@ -400,6 +400,12 @@ impl Repository {
         self.warn = Box::new(f);
     }
 
+    /// Reports a problem that does not stop the operation (see
+    /// [`set_warning_handler`](Self::set_warning_handler)).
+    pub fn warn(&self, message: &str) {
+        (self.warn)(message)
+    }
+
     /// True when writes are discarded.
     pub fn is_dry_run(&self) -> bool {
         self.dry_run

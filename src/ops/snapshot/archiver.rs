@@ -301,7 +301,16 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
             if let Some(r) = done
                 && let Some(front) = self.jobs.front_mut()
             {
-                front.0 = Job::Ready(r?);
+                match r {
+                    Ok(out) => front.0 = Job::Ready(out),
+                    Err(e) => {
+                        // Its result is taken: the job leaves the queue with the error.
+                        if let Some((_, bytes)) = self.jobs.pop_front() {
+                            self.in_flight -= bytes;
+                        }
+                        return Err(e);
+                    }
+                }
             }
             self.collect_oldest()?;
         }
@@ -637,7 +646,7 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
                 .filter(|n| n.kind == NodeKind::File)
                 .count();
             if spans.len() == files {
-                self.note_proven(*tree_id, generation)?;
+                self.note_proven(*tree_id, generation);
             }
             indexed
         } else {
@@ -652,25 +661,30 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
 
     /// Keeps `tree` as proven at cache generation `generation`; proofs of an older
     /// generation are dropped (the mirror lost entries since).
-    fn note_proven(&mut self, tree: BlobId, generation: i64) -> Result<()> {
+    fn note_proven(&mut self, tree: BlobId, generation: i64) {
         if self.proof_generation.is_some_and(|g| g != generation) {
             self.proofs.clear();
         }
         self.proof_generation = Some(generation);
         self.proofs.push(tree);
         if self.proofs.len() >= PROOFS_PER_WRITE {
-            self.record_proofs()?;
+            self.record_proofs();
         }
-        Ok(())
     }
 
-    /// Writes the proofs kept so far to the cache.
-    pub(super) fn record_proofs(&mut self) -> Result<()> {
-        if let Some(g) = self.proof_generation {
-            self.repo.cache().record_proven(g, &self.proofs)?;
+    /// Writes the proofs kept so far to the cache. They only save later runs lookups, so a
+    /// failure to write them (a cache locked by a long rebuild elsewhere, a full disk) is
+    /// reported and costs this run nothing.
+    pub(super) fn record_proofs(&mut self) {
+        if let Some(g) = self.proof_generation
+            && let Err(e) = self.repo.cache().record_proven(g, &self.proofs)
+        {
+            self.repo.warn(&format!(
+                "cannot record unchanged folders in the cache ({e}); the next snapshot looks \
+                 their data up again"
+            ));
         }
         self.proofs.clear();
-        Ok(())
     }
 
     /// Adds a regular file: its parent's content when unchanged, else a placeholder filled
