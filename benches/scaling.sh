@@ -119,7 +119,7 @@ for n in $INDEX_SIZES; do
   done
 done
 echo
-du -sb "$d/cache" "$d/repo/index" | awk '{ printf "%s: %d bytes\n", $2, $1 }'
+du -sb "$d/cache" "$d/repo/index" | awk '{ print $2 ": " $1 " bytes" }'
 echo
 echo "### Cache lookups (benches/index_scale.rs)"
 echo
