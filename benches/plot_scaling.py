@@ -35,6 +35,17 @@ def fit(xs, ys):
     return my - b * mx, b
 
 
+def frame(ax, title, unit):
+    """A log-x panel against the number of indexed blobs, its y axis from zero."""
+    ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.set_xlabel("blobs in the index")
+    ax.set_ylabel(unit)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -80,13 +91,7 @@ def main():
         pts = sorted(fig_rows.get(run, {}).items())
         if pts:
             ax_q.plot([b for b, _ in pts], [v[0] for _, v in pts], "o-", label=label)
-    ax_q.set_xscale("log")
-    ax_q.set_ylim(bottom=0)
-    ax_q.set_title("cache answer time")
-    ax_q.set_xlabel("blobs in the index")
-    ax_q.set_ylabel("µs per query")
-    ax_q.grid(True, which="both", alpha=0.3)
-    ax_q.legend(fontsize=8)
+    frame(ax_q, "cache answer time", "µs per query")
 
     pts = sorted(fig_rows.get("db_bytes", {}).items())
     if pts:
@@ -94,13 +99,7 @@ def main():
                   label="cairn: SQLite cache database on disk, per blob")
         ax_b.axhline(RESTIC_BYTES_PER_BLOB, color="#999999", linestyle="--",
                      label=f"restic: in-memory index, {RESTIC_BYTES_PER_BLOB} B per blob (RAM)")
-    ax_b.set_xscale("log")
-    ax_b.set_ylim(bottom=0)
-    ax_b.set_title("index bytes per blob")
-    ax_b.set_xlabel("blobs in the index")
-    ax_b.set_ylabel("bytes")
-    ax_b.grid(True, which="both", alpha=0.3)
-    ax_b.legend(fontsize=8)
+    frame(ax_b, "index bytes per blob", "bytes")
 
     fig.tight_layout()
     fig.savefig(sys.argv[2], dpi=110)

@@ -71,13 +71,15 @@ CREATE TABLE IF NOT EXISTS copy_map (src_repo BLOB NOT NULL, src_id BLOB NOT NUL
 CREATE TABLE IF NOT EXISTS verified (pack BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS proven_trees (id BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mirror (generation INTEGER NOT NULL);
-INSERT INTO mirror (generation) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM mirror);
 ";
 
 /// What every loss of mirror entries does to the proofs of unchanged trees: they go, and the
 /// generation moves on, so that a proof taken before cannot be recorded after.
-const FORGET_PROOFS: &str =
-    "DELETE FROM proven_trees; UPDATE mirror SET generation = generation + 1;";
+/// (`mirror` has one row, rowid 1, from the first loss on; none means generation 0. Opening
+/// the cache reads no table, so damage in one is found where it is used.)
+const FORGET_PROOFS: &str = "DELETE FROM proven_trees; \
+     INSERT OR REPLACE INTO mirror (rowid, generation) \
+     VALUES (1, COALESCE((SELECT generation FROM mirror WHERE rowid = 1), 0) + 1);";
 
 /// True for the SQLite errors that mean the file itself is damaged.
 fn is_damage(e: &rusqlite::Error) -> bool {
@@ -345,7 +347,7 @@ impl Cache {
 
     fn generation(&self) -> Result<i64> {
         self.conn
-            .prepare_cached("SELECT generation FROM mirror")
+            .prepare_cached("SELECT COALESCE((SELECT generation FROM mirror WHERE rowid = 1), 0)")
             .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
             .map_err(|e| self.err(e))
     }

@@ -165,41 +165,28 @@ impl Seaweed {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let t = Instant::now();
-        loop {
-            let out = Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
-                .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
-                .arg(format!("{ACCESS_KEY}:{SECRET_KEY}"))
-                .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
-                .arg(format!("{}/{name}", self.endpoint))
-                .output()
-                .expect("curl is needed to create test buckets");
-            let code = String::from_utf8_lossy(&out.stdout).to_string();
-            if code == "200" {
-                return name;
-            }
-            // Just after start the filer may not take buckets yet.
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "cannot create bucket {name}: HTTP {code}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        // Just after start the filer may not take buckets yet.
+        self.until_ok("PUT", &name, Duration::from_secs(30));
+        name
     }
 
     /// Waits until `key` in `bucket` can be read (a store just started again answers 500
     /// for a while, until its volumes are up; how long depends on the machine).
     #[allow(dead_code)] // not every test binary restarts a server
     pub fn wait_readable(&self, bucket: &str, key: &str) {
+        self.until_ok("GET", &format!("{bucket}/{key}"), Duration::from_secs(60));
+    }
+
+    /// Sends `method path` signed with the test credentials (by curl) until it answers 200.
+    fn until_ok(&self, method: &str, path: &str, limit: Duration) {
         let t = Instant::now();
         loop {
             let out = Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method])
                 .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
                 .arg(format!("{ACCESS_KEY}:{SECRET_KEY}"))
                 .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
-                .arg(format!("{}/{bucket}/{key}", self.endpoint))
+                .arg(format!("{}/{path}", self.endpoint))
                 .output()
                 .expect("curl is needed to reach the test server");
             let code = String::from_utf8_lossy(&out.stdout).to_string();
@@ -207,8 +194,8 @@ impl Seaweed {
                 return;
             }
             assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "{bucket}/{key} still unreadable after a restart: HTTP {code}"
+                t.elapsed() < limit,
+                "{method} {path}: HTTP {code} for {limit:?}"
             );
             std::thread::sleep(Duration::from_millis(200));
         }
