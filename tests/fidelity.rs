@@ -167,17 +167,19 @@ fn a_restore_in_many_small_batches_written_two_at_a_time_is_as_faithful() {
     env.snapshot(&[&src]);
     // A low open-file limit makes batches of 16 files: 19 of them, written two at a time.
     let target = env.path("restore");
-    let inner = env.cmd(&[
-        "restore",
-        "latest",
-        "--verify",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
-    let mut run = std::process::Command::new("prlimit");
-    run.arg("--nofile=64:64").arg(bin()).args(inner.get_args());
-    Env::with_env_of(&mut run, &inner);
-    let out = run.output().unwrap();
+    let out = env
+        .cmd_with_file_limit(
+            &[
+                "restore",
+                "latest",
+                "--verify",
+                "--target",
+                target.to_str().unwrap(),
+            ],
+            64,
+        )
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",

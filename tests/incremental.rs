@@ -332,22 +332,21 @@ fn shared_and_repeated_blobs_restore_exactly_over_new_and_existing_files() {
         } else {
             let t = target.to_str().unwrap();
             // Every file again, through the replace-by-rename path.
-            let inner = env.cmd(&[
-                "--json",
-                "restore",
-                "latest",
-                "--target",
-                t,
-                "--overwrite",
-                "always",
-            ]);
-            let mut c = std::process::Command::new("sh");
-            c.arg("-c")
-                .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
-                .arg(inner.get_program())
-                .args(inner.get_args());
-            Env::with_env_of(&mut c, &inner);
-            let out = c.output().unwrap();
+            let out = env
+                .cmd_with_file_limit(
+                    &[
+                        "--json",
+                        "restore",
+                        "latest",
+                        "--target",
+                        t,
+                        "--overwrite",
+                        "always",
+                    ],
+                    64,
+                )
+                .output()
+                .unwrap();
             assert!(
                 out.status.success(),
                 "{}",

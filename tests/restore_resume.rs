@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::Env;
@@ -67,14 +67,11 @@ fn a_killed_restore_run_again_resumes_and_ends_bit_exact() {
     let out = target.join(src.strip_prefix("/").unwrap());
 
     // A low open-file limit makes batches of 16 files (two written at a time).
-    let inner = e.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    let mut run = Command::new("prlimit");
-    run.arg("--nofile=64:64")
-        .arg(common::bin())
-        .args(inner.get_args())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    Env::with_env_of(&mut run, &inner);
+    let mut run = e.cmd_with_file_limit(
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        64,
+    );
+    run.stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = Killed(run.spawn().unwrap());
     let t = Instant::now();
     loop {

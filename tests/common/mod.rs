@@ -164,6 +164,20 @@ impl Env {
         }
     }
 
+    /// [`Env::cmd`] run under an open-file limit of `n` (soft and hard, by `prlimit`): a
+    /// restore then writes its files in batches of `n / 4`.
+    #[allow(dead_code)] // not every test binary restores in small batches
+    pub fn cmd_with_file_limit(&self, args: &[&str], n: u32) -> Command {
+        let inner = self.cmd(args);
+        let mut c = Command::new("prlimit");
+        c.arg(format!("--nofile={n}:{n}"))
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .stdin(Stdio::null());
+        Env::with_env_of(&mut c, &inner);
+        c
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("run cairn")
     }
