@@ -339,10 +339,29 @@ impl Cache {
     /// [`contains`](Self::contains) for each of `ids`, in one read transaction, with the
     /// mirror's generation at that moment (see [`record_proven`](Self::record_proven)).
     pub fn contains_each_now(&self, ids: &[BlobId]) -> Result<(Vec<bool>, i64)> {
-        self.in_read(|c| {
-            let found = ids.iter().map(|id| c.contains(id)).collect::<Result<_>>()?;
-            Ok((found, c.generation()?))
+        self.in_read(|c| c.found_now(ids))
+    }
+
+    /// `None` when tree `tree` is proven (see [`tree_proven`](Self::tree_proven)), else what
+    /// [`contains_each_now`](Self::contains_each_now) finds of `ids`: one read transaction for
+    /// both questions a snapshot asks of a directory's parent tree.
+    pub fn contains_each_unless_proven(
+        &self,
+        tree: &BlobId,
+        ids: &[BlobId],
+    ) -> Result<Option<(Vec<bool>, i64)>> {
+        self.in_read(|c| match c.tree_proven(tree)? {
+            true => Ok(None),
+            false => c.found_now(ids).map(Some),
         })
+    }
+
+    fn found_now(&self, ids: &[BlobId]) -> Result<(Vec<bool>, i64)> {
+        let found = ids
+            .iter()
+            .map(|id| self.contains(id))
+            .collect::<Result<_>>()?;
+        Ok((found, self.generation()?))
     }
 
     fn generation(&self) -> Result<i64> {
@@ -792,9 +811,20 @@ mod tests {
             .contains_each_now(&[BlobId([1; 32]), BlobId([3; 32])])
             .unwrap();
         assert_eq!(found, [true, false]);
+        assert_eq!(
+            c.contains_each_unless_proven(&t1, &[BlobId([2; 32])])
+                .unwrap(),
+            Some((vec![true], g))
+        );
         c.record_proven(g, &[t1]).unwrap();
         assert!(c.tree_proven(&t1).unwrap());
         assert!(!c.tree_proven(&t2).unwrap());
+        assert_eq!(
+            c.contains_each_unless_proven(&t1, &[BlobId([3; 32])])
+                .unwrap(),
+            None,
+            "a proven tree is not looked into"
+        );
         // A rebuild forgets it; a proof taken before the rebuild is not recorded after it.
         let (_, before) = c.contains_each_now(&[BlobId([1; 32])]).unwrap();
         c.begin_rebuild().unwrap();

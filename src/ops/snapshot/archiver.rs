@@ -632,13 +632,16 @@ impl<'p, 't, 'a, 'r: 'a> Archiver<'p, 't, 'a, 'r> {
         if ids.is_empty() {
             return Ok(proven);
         }
-        if self.repo.cache().tree_proven(tree_id)? {
+        let Some((indexed, generation)) = self
+            .repo
+            .cache()
+            .contains_each_unless_proven(tree_id, &ids)?
+        else {
             for (i, _, _) in spans {
                 proven[i] = true;
             }
             return Ok(proven);
-        }
-        let (indexed, generation) = self.repo.cache().contains_each_now(&ids)?;
+        };
         let known = if indexed.iter().all(|k| *k) {
             let files = parent
                 .nodes
