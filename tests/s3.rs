@@ -321,10 +321,11 @@ fn sigkill_mid_snapshot_and_mid_prune_leaves_a_bucket_that_checks() {
     let bucket = s.bucket();
     let url = s.url(&bucket, "repo");
     init(&e, &url, &["--pack-size", "64K"]);
-    let src = long_source(&e, 12);
+    // Enough new data in every run (36 MB) that each lasts well past its kill.
+    let src = long_source(&e, 36);
     let srcs = src.to_str().unwrap();
     let mut killed = 0;
-    for delay_ms in [150u64, 400, 900] {
+    for delay_ms in [150u64, 250, 400] {
         let mut child = cmd(&e, &url, &["snapshot", srcs])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -343,8 +344,16 @@ fn sigkill_mid_snapshot_and_mid_prune_leaves_a_bucket_that_checks() {
         }
         child.wait().unwrap();
         assert!(ok(&e, &url, &["check"]).contains("no errors found"));
-        // Change a little, so that there is something to prune later.
+        // Change a little, so that there is something to prune later, and add as much new
+        // data as the first run had, so that every run can be killed mid-way.
         common::write(&src, &format!("small/s{delay_ms:04}"), b"changed");
+        for i in 0..36 {
+            common::write(
+                &src,
+                &format!("more{delay_ms}/f{i:02}"),
+                &common::random_bytes(delay_ms * 100 + i, 1_000_000),
+            );
+        }
     }
     assert!(killed > 0, "every run ended before it could be killed");
     ok(&e, &url, &["snapshot", srcs]);
